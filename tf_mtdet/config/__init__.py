@@ -1,0 +1,1 @@
+"""Experiment configuration dataclasses (Model Garden `hyperparams.Config`)."""

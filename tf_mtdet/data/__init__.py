@@ -1,0 +1,1 @@
+"""Data: dataset builders (COCO/VOC/shapes -> TFRecord) and tf.data input pipelines."""

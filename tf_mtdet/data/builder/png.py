@@ -1,0 +1,67 @@
+"""Minimal PNG encoders for masks.
+
+Model Garden stores each instance mask as an 8-bit grayscale PNG through PIL. A
+1-bit palette PNG whose two entries are the grey levels 0 and 1 decodes to the
+same 0/1 uint8 array in `tf.io.decode_png(channels=1)` and in PIL, but packs 8
+pixels per byte, so zlib sees 8x less data: on coco128 it encodes 8x faster and
+is half the size (measured in bench/build_tfrecord.py). Output is deterministic
+for a given zlib version.
+"""
+
+import struct
+import zlib
+
+import numpy as np
+
+_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_BINARY_PALETTE = bytes([0, 0, 0, 1, 1, 1])  # palette index i -> grey level i
+_ZLIB_LEVEL = 6
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+  return (struct.pack('>I', len(data)) + tag + data +
+          struct.pack('>I', zlib.crc32(tag + data)))
+
+
+def _png(height: int, width: int, bit_depth: int, color_type: int,
+         rows: np.ndarray, palette: bytes = b'') -> bytes:
+  # Filter byte 0 (None) in front of every row.
+  raw = np.zeros((rows.shape[0], rows.shape[1] + 1), np.uint8)
+  raw[:, 1:] = rows
+  header = struct.pack('>IIBBBBB', width, height, bit_depth, color_type, 0, 0, 0)
+  parts = [_SIGNATURE, _chunk(b'IHDR', header)]
+  if palette:
+    parts.append(_chunk(b'PLTE', palette))
+  parts += [_chunk(b'IDAT', zlib.compress(raw.tobytes(), _ZLIB_LEVEL)),
+            _chunk(b'IEND', b'')]
+  return b''.join(parts)
+
+
+def encode_binary_mask(mask: np.ndarray) -> bytes:
+  """Encodes a binary mask as a 1-bit palette PNG that decodes to 0/1.
+
+  Args:
+    mask: [height, width] array; non-zero pixels are foreground.
+
+  Returns:
+    PNG bytes.
+  """
+  if mask.ndim != 2 or mask.shape[0] == 0 or mask.shape[1] == 0:
+    raise ValueError(f'mask must be a non-empty 2-D array, got {mask.shape}')
+  packed = np.packbits(mask.astype(bool), axis=1)
+  return _png(mask.shape[0], mask.shape[1], 1, 3, packed, _BINARY_PALETTE)
+
+
+def encode_label_map(labels: np.ndarray) -> bytes:
+  """Encodes a uint8 label map (e.g. semantic classes) as 8-bit grayscale PNG.
+
+  Args:
+    labels: [height, width] uint8 array.
+
+  Returns:
+    PNG bytes.
+  """
+  if labels.ndim != 2 or labels.dtype != np.uint8:
+    raise ValueError(
+        f'labels must be a 2-D uint8 array, got {labels.dtype} {labels.shape}')
+  return _png(labels.shape[0], labels.shape[1], 8, 0, labels)

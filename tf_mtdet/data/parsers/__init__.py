@@ -1,0 +1,1 @@
+"""Parsers: decoded examples -> (images, labels) for each model family."""

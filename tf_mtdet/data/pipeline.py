@@ -1,0 +1,62 @@
+"""TFRecord shards -> batched `(images, labels)` with tf.data.
+
+Model Garden's `InputReader` does the reading: file listing and per-worker
+sharding from the `tf.distribute.InputContext`, parallel interleave, shuffle,
+parallel decode+parse, batching to the per-replica batch size, prefetch, all
+AUTOTUNE. This module picks the decoder and parser from the config.
+"""
+
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from official.core import input_reader
+
+from tf_mtdet.config import data as data_config
+from tf_mtdet.data import decoder as decoder_lib
+from tf_mtdet.data.parsers import two_stage
+
+
+def build_decoder(config: data_config.DataConfig) -> decoder_lib.TfExampleDecoder:
+  parser = config.parser
+  return decoder_lib.TfExampleDecoder(
+      include_mask=parser.include_mask,
+      include_semantic=parser.include_semantic,
+      ignore_label=parser.semantic_ignore_label,
+      regenerate_source_id=config.decoder.simple_decoder.regenerate_source_id,
+      mask_binarize_threshold=(
+          config.decoder.simple_decoder.mask_binarize_threshold))
+
+
+def two_stage_dataset(config: data_config.DataConfig,
+                      anchor_cfg: Optional[data_config.AnchorConfig] = None,
+                      input_context: Optional[tf.distribute.InputContext] = None
+                      ) -> tf.data.Dataset:
+  """Dataset of `(images, labels)` batches for two-stage models.
+
+  Args:
+    config: The split's data config (`input_path` is a file pattern or a comma
+      separated list of patterns).
+    anchor_cfg: RPN anchors and pyramid levels (parser targets depend on them).
+    input_context: Given by `strategy.distribute_datasets_from_function`; the
+      batch is then the per-replica share of `global_batch_size` and every
+      input pipeline reads its own shard.
+
+  Returns:
+    Batches: images [batch, padded_h, padded_w, 3] and the parser's labels
+    with a leading batch dimension.
+  """
+  parser = two_stage.build_parser(config.parser, anchor_cfg)
+  reader = input_reader.InputReader(
+      params=config,
+      dataset_fn=tf.data.TFRecordDataset,
+      decoder_fn=build_decoder(config).decode,
+      parser_fn=parser.parse_fn(config.is_training))
+  return reader.read(input_context=input_context)
+
+
+def distributed_dataset(strategy: tf.distribute.Strategy,
+                        dataset_fn: Callable[[tf.distribute.InputContext],
+                                             tf.data.Dataset]):
+  """Per-replica datasets for `strategy` (each replica gets its own pipeline)."""
+  return strategy.distribute_datasets_from_function(dataset_fn)
