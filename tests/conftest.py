@@ -1,0 +1,67 @@
+"""Shared test fixtures: paths of ../shared/data and a tiny COCO dataset factory."""
+
+import json
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+from PIL import Image  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), 'shared', 'data')
+
+
+def shared_path(*parts: str) -> str:
+  path = os.path.join(SHARED_DATA, *parts)
+  if not os.path.exists(path):
+    pytest.skip(f'{path} is absent: the shared test data sets live in '
+                '../shared/data beside the repository')
+  return path
+
+
+@pytest.fixture
+def coco128_dir() -> str:
+  return shared_path('coco128')
+
+
+@pytest.fixture
+def raccoon_dir() -> str:
+  return shared_path('raccoon')
+
+
+def write_tiny_coco(root: str, num_images: int = 4, height: int = 40,
+                    width: int = 60, seed: int = 0) -> dict:
+  """Writes `root/images/*.jpg` and returns a COCO dict (not yet saved).
+
+  Each image has a square (category 1) and a triangle (category 2).
+  """
+  rng = np.random.default_rng(seed)
+  os.makedirs(os.path.join(root, 'images'), exist_ok=True)
+  images, annotations = [], []
+  for i in range(num_images):
+    name = f'img_{i}.jpg'
+    pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(os.path.join(root, 'images', name),
+                                 quality=90)
+    images.append({'id': i + 1, 'file_name': name, 'height': height,
+                   'width': width})
+    x, y = 5 + i, 4
+    annotations.append({
+        'id': 2 * i + 1, 'image_id': i + 1, 'category_id': 1,
+        'bbox': [x, y, 20, 16], 'area': 320.0, 'iscrowd': 0,
+        'segmentation': [[x, y, x + 20, y, x + 20, y + 16, x, y + 16]]})
+    annotations.append({
+        'id': 2 * i + 2, 'image_id': i + 1, 'category_id': 2,
+        'bbox': [30, 10, 20, 20], 'area': 200.0, 'iscrowd': 0,
+        'segmentation': [[30, 10, 50, 30, 30, 30]]})
+  return {'images': images, 'annotations': annotations,
+          'categories': [{'id': 1, 'name': 'square'},
+                         {'id': 2, 'name': 'triangle'}]}
+
+
+def save_json(obj: dict, path: str) -> str:
+  with open(path, 'w') as f:
+    json.dump(obj, f)
+  return path
