@@ -3,9 +3,10 @@
 Model Garden stores each instance mask as an 8-bit grayscale PNG through PIL. A
 1-bit palette PNG whose two entries are the grey levels 0 and 1 decodes to the
 same 0/1 uint8 array in `tf.io.decode_png(channels=1)` and in PIL, but packs 8
-pixels per byte, so zlib sees 8x less data: on coco128 it encodes 8x faster and
-is half the size (measured in bench/build_tfrecord.py). Output is deterministic
-for a given zlib version.
+pixels per byte, so zlib sees 8x less data: on coco128's 939 masks it encodes
+in 0.25 s against PIL's 1.65 s, and at zlib level 1 the masks are still smaller
+than Model Garden's (masks are ~3% of a shard; the JPEG bytes dominate). Output
+is deterministic for a given zlib version.
 """
 
 import struct
@@ -15,7 +16,7 @@ import numpy as np
 
 _SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _BINARY_PALETTE = bytes([0, 0, 0, 1, 1, 1])  # palette index i -> grey level i
-_ZLIB_LEVEL = 6
+_ZLIB_LEVEL = 1
 
 
 def _chunk(tag: bytes, data: bytes) -> bytes:
@@ -48,7 +49,9 @@ def encode_binary_mask(mask: np.ndarray) -> bytes:
   """
   if mask.ndim != 2 or mask.shape[0] == 0 or mask.shape[1] == 0:
     raise ValueError(f'mask must be a non-empty 2-D array, got {mask.shape}')
-  packed = np.packbits(mask.astype(bool), axis=1)
+  # pycocotools decodes to Fortran order; packing rows of a C-ordered copy is
+  # several times faster than packing the strided rows in place.
+  packed = np.packbits(np.ascontiguousarray(mask), axis=1)
   return _png(mask.shape[0], mask.shape[1], 1, 3, packed, _BINARY_PALETTE)
 
 
