@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  # TensorFlow's C++ start-up chatter (no CUDA on this host, ...) hides our own
+  # messages; a user who wants it sets the variable.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   args = build_parser().parse_args(argv)
   from tf_mtdet.data.builder import records  # pylint: disable=g-import-not-at-top
   try:

@@ -1,9 +1,28 @@
-"""Dataset builders: COCO JSON / Pascal VOC / generated shapes -> TFRecord shards."""
+"""Dataset builders: COCO JSON / Pascal VOC / generated shapes -> TFRecord shards.
 
-from tf_mtdet.data.builder.coco import read_coco
-from tf_mtdet.data.builder.encode import EncodeOptions
-from tf_mtdet.data.builder.records import BuildError
-from tf_mtdet.data.builder.records import ProblemLog
-from tf_mtdet.data.builder.voc import read_voc
-from tf_mtdet.data.builder.writer import build_tfrecords
-from tf_mtdet.data.builder.writer import shard_paths
+Names are resolved on first use so `make-shapes` and the readers work without
+importing TensorFlow (only the shard writer and the encoder need it).
+"""
+
+import importlib
+
+_EXPORTS = {
+    'read_coco': 'coco',
+    'read_voc': 'voc',
+    'make_shapes': 'shapes',
+    'EncodeOptions': 'encode',
+    'BuildError': 'records',
+    'ProblemLog': 'records',
+    'build_tfrecords': 'writer',
+    'shard_paths': 'writer',
+}
+
+
+def __getattr__(name):
+  if name not in _EXPORTS:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  module = importlib.import_module(f'{__name__}.{_EXPORTS[name]}')
+  return getattr(module, name)
+
+
+__all__ = sorted(_EXPORTS)
