@@ -11,6 +11,7 @@ INSTALL_REQUIRES = [
     'pycocotools>=2.0.7',
     'numpy>=1.26',
     'pillow>=10.0',
+    'opencv-python-headless>=4.8',
     'pyyaml>=6.0',
     'scipy>=1.11',
 ]

@@ -91,7 +91,7 @@ def _encoded_stream(images: list[records.ImageRecord],
   pool = multiprocessing.get_context('fork').Pool(
       num_workers, initializer=_init_worker, initargs=(options,))
   pools.append(pool)
-  return pool.imap(_encode_in_worker, images, chunksize=2)
+  return pool.imap(_encode_in_worker, images, chunksize=4)
 
 
 def _write_json(path: str, obj: Any) -> None:
