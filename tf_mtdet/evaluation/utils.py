@@ -88,7 +88,7 @@ def atomic_write_json(obj: Any, path: str) -> None:
     os.close(fd)
   try:
     with tf.io.gfile.GFile(tmp_path, 'w') as f:
-      json.dump(obj, f)
+      f.write(json.dumps(obj))  # dumps uses the C encoder, dump does not
     tf.io.gfile.rename(tmp_path, path, overwrite=True)
   except BaseException:
     if tf.io.gfile.exists(tmp_path):

@@ -95,8 +95,11 @@ def _encoded_stream(images: list[records.ImageRecord],
 
 
 def _write_json(path: str, obj: Any) -> None:
+  # json.dumps takes the C encoder; json.dump(obj, f) streams through the pure
+  # Python one, 5x slower on a COCO-sized ground truth.
+  text = json.dumps(obj, sort_keys=True, separators=(',', ':'))
   with open(path, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, sort_keys=True, separators=(',', ':'))
+    f.write(text)
 
 
 def _make_temp_dir(prefix: str) -> str:
