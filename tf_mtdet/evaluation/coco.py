@@ -143,14 +143,9 @@ class COCOEvaluator(coco_evaluator.COCOEvaluator):
     """
     del groundtruths  # Ground truth comes from the annotation file.
     predictions = utils.dict_to_numpy(predictions)
-    for key in self._required_prediction_fields:
-      if key not in predictions:
-        raise ValueError(f'Missing the required key `{key}` in predictions!')
-    ids = [utils.image_id(s) for s in predictions['source_id'].reshape([-1])]
-    unknown = [i for i in ids if i not in self._coco_gt.imgs]
-    if unknown:
-      raise ValueError(f'Image ids {unknown[:5]} are not in the annotation '
-                       f'file {self._annotation_file}.')
+    ids = utils.checked_image_ids(predictions,
+                                  self._required_prediction_fields,
+                                  self._coco_gt.imgs, self._annotation_file)
     if self._need_rescale_bboxes:
       self._process_bbox_predictions(predictions)  # Model Garden: boxes /= scale.
     self._coco_predictions.extend(self._to_coco_results(ids, predictions))

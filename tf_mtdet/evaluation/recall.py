@@ -80,14 +80,8 @@ class ProposalRecallEvaluator:
     required = ['source_id', 'proposal_boxes']
     if self._need_rescale_bboxes:
       required.append('image_info')
-    for key in required:
-      if key not in predictions:
-        raise ValueError(f'Missing the required key `{key}` in predictions!')
-    ids = [utils.image_id(s) for s in predictions['source_id'].reshape([-1])]
-    unknown = [i for i in ids if i not in self._coco_gt.imgs]
-    if unknown:
-      raise ValueError(f'Image ids {unknown[:5]} are not in the annotation '
-                       f'file {self._annotation_file}.')
+    ids = utils.checked_image_ids(predictions, required, self._coco_gt.imgs,
+                                  self._annotation_file)
 
     boxes = predictions['proposal_boxes'].astype(np.float64)
     batch_size, num_boxes = boxes.shape[:2]

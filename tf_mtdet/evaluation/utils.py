@@ -145,3 +145,31 @@ def run_cocoeval(coco_gt, coco_dt, iou_type: str, image_ids: list[Any],
       evaluator.summarize()
   logging.info('COCOeval (%s):\n%s', iou_type, buffer.getvalue())
   return evaluator
+
+
+def checked_image_ids(predictions: Mapping[str, np.ndarray],
+                      required: list[str], known_ids: Any,
+                      annotation_file: str) -> list[Any]:
+  """Checks a prediction batch and returns its image ids.
+
+  Args:
+    predictions: numpy batch; must hold `source_id` and every `required` key.
+    required: keys the evaluator needs.
+    known_ids: container of the image ids in the ground truth.
+    annotation_file: named in the error message.
+
+  Returns:
+    The batch's image ids, normalised by `image_id`.
+
+  Raises:
+    ValueError: a key is missing or an id is not in the ground truth.
+  """
+  for key in ['source_id', *required]:
+    if key not in predictions:
+      raise ValueError(f'Missing the required key `{key}` in predictions!')
+  ids = [image_id(s) for s in predictions['source_id'].reshape([-1])]
+  unknown = [i for i in ids if i not in known_ids]
+  if unknown:
+    raise ValueError(f'Image ids {unknown[:5]} are not in the annotation '
+                     f'file {annotation_file}.')
+  return ids

@@ -155,14 +155,9 @@ class VOCMeanAPEvaluator:
                 'detection_scores', 'detection_classes']
     if self._need_rescale_bboxes:
       required.append('image_info')
-    for key in required:
-      if key not in predictions:
-        raise ValueError(f'Missing the required key `{key}` in predictions!')
-    ids = [utils.image_id(s) for s in predictions['source_id'].reshape([-1])]
-    unknown = [i for i in ids if i not in self._image_ids_in_file]
-    if unknown:
-      raise ValueError(f'Image ids {unknown[:5]} are not in the annotation '
-                       f'file {self._annotation_file}.')
+    ids = utils.checked_image_ids(predictions, required,
+                                  self._image_ids_in_file,
+                                  self._annotation_file)
 
     boxes = predictions['detection_boxes'].astype(np.float64)
     if self._need_rescale_bboxes:
