@@ -111,6 +111,20 @@ class TwoStageParser(maskrcnn_input.Parser):
   def padded_size(self) -> list[int]:
     return list(self._padded_size)
 
+  def preprocess_image(self, image: tf.Tensor):
+    """Inference preprocessing shared with serving: normalize, resize, pad.
+
+    Args:
+      image: [height, width, 3] uint8 (or float 0-255) image.
+
+    Returns:
+      image: [padded_h, padded_w, 3] normalized, in the parser's dtype.
+      image_info: [4, 2] Model Garden image info.
+    """
+    image = preprocess_ops.normalize_image(image)
+    image, image_info = self._resize(image, training=False)
+    return tf.cast(image, self._dtype), image_info
+
   def _resize(self, image: tf.Tensor, training: bool):
     """Scales and pads an image; returns it and Model Garden's image_info."""
     scale_min = self._aug_scale_min if training else 1.0
@@ -234,10 +248,8 @@ class TwoStageParser(maskrcnn_input.Parser):
     return tf.cast(image, self._dtype), labels
 
   def _parse_eval_data(self, data):
-    image = data['image']
-    image_shape = tf.shape(image)[0:2]
-    image = preprocess_ops.normalize_image(image)
-    image, image_info = self._resize(image, training=False)
+    image_shape = tf.shape(data['image'])[0:2]
+    image, image_info = self.preprocess_image(data['image'])
     image_height, image_width, _ = image.get_shape().as_list()
     anchor_boxes = anchor.build_anchor_generator(
         min_level=self._min_level, max_level=self._max_level,
@@ -267,7 +279,7 @@ class TwoStageParser(maskrcnn_input.Parser):
     if self._include_semantic:
       labels['gt_semantic'] = self._resize_semantic(
           data['groundtruth_semantic'][..., tf.newaxis], image_info)
-    return tf.cast(image, self._dtype), labels
+    return image, labels
 
 
 def build_parser(parser: data_config.TwoStageParser,
