@@ -1,0 +1,85 @@
+"""Model configuration of the two-stage (Mask R-CNN family) meta-architecture.
+
+Model Garden's `MaskRCNN` config describes the standard parts (backbone, FPN,
+RPN, RoI generator/sampler, 7x7 RoIAlign, box head, mask head, detection
+generator, cascade). The fields added here name the part used at each seam;
+each name is a builder registered in `tf_mtdet.modeling.registry` (a new neck,
+pooler, head or dense auxiliary head is a new module plus a name here).
+"""
+
+import dataclasses
+from typing import List
+
+from official.vision.configs import backbones
+from official.vision.configs import decoders
+from official.vision.configs import maskrcnn as maskrcnn_cfg
+
+
+@dataclasses.dataclass
+class Neck(decoders.Decoder):
+  """The neck: Model Garden decoders ('fpn', ...) plus ours, picked by `type`.
+
+  Our necks register with Model Garden's decoder registry and add their config
+  field here, so `decoders.factory.build_decoder` builds either.
+  """
+  type: str = 'fpn'
+
+
+@dataclasses.dataclass
+class BoxHead(maskrcnn_cfg.DetectionHead):
+  """Box head. Default: the papers' '2fc' head (two 1024-d FCs on 7x7 RoIs).
+
+  Attributes:
+    type: Builder name; 'fc' is Model Garden's `DetectionHead` (num_convs
+      convs then num_fcs FCs, so '4conv1fc' is num_convs=4, num_fcs=1).
+  """
+  type: str = 'fc'
+  num_convs: int = 0
+  num_fcs: int = 2
+  fc_dims: int = 1024
+
+
+@dataclasses.dataclass
+class MaskHead(maskrcnn_cfg.MaskHead):
+  """Mask head. 'fcn' is Model Garden's `MaskHead` (4 convs + deconv, 28x28)."""
+  type: str = 'fcn'
+
+
+@dataclasses.dataclass
+class RoIPooler(maskrcnn_cfg.ROIAligner):
+  """RoI pooler. 'level_assigned' is Model Garden's RoIAlign on the FPN level
+  the box size assigns (`MultilevelROIAligner`)."""
+  type: str = 'level_assigned'
+
+
+@dataclasses.dataclass
+class MaskRoIPooler(maskrcnn_cfg.MaskROIAligner):
+  type: str = 'level_assigned'
+
+
+@dataclasses.dataclass
+class TwoStageModel(maskrcnn_cfg.MaskRCNN):
+  """Two-stage model config (Model Garden's `MaskRCNN` plus the seams above).
+
+  Attributes:
+    dense_aux_heads: Names of dense auxiliary heads run on the pyramid (their
+      outputs join the model outputs, their fused features feed the RoI heads).
+    feature_fusion: Builder that fuses the auxiliary heads' features into the
+      pyramid ('' when there is nothing to fuse).
+  """
+  num_classes: int = 91
+  input_size: List[int] = dataclasses.field(
+      default_factory=lambda: [None, None, 3])
+  decoder: Neck = dataclasses.field(
+      default_factory=lambda: Neck(type='fpn', fpn=decoders.FPN()))
+  backbone: backbones.Backbone = dataclasses.field(
+      default_factory=lambda: backbones.Backbone(
+          type='resnet', resnet=backbones.ResNet(model_id=50)))
+  detection_head: BoxHead = dataclasses.field(default_factory=BoxHead)
+  mask_head: MaskHead = dataclasses.field(default_factory=MaskHead)
+  roi_aligner: RoIPooler = dataclasses.field(default_factory=RoIPooler)
+  mask_roi_aligner: MaskRoIPooler = dataclasses.field(
+      default_factory=MaskRoIPooler)
+  dense_aux_heads: List[str] = dataclasses.field(default_factory=list)
+  feature_fusion: str = ''
+

@@ -1,0 +1,1 @@
+"""Models: the two-stage meta-architecture, its parts and the factory."""

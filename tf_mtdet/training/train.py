@@ -1,0 +1,187 @@
+"""Training entry point: config -> strategy, model, data, callbacks -> fit."""
+
+import os
+import shutil
+from typing import Any
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from tf_mtdet.config import experiment as experiment_config
+from tf_mtdet.data import pipeline
+from tf_mtdet.evaluation import callbacks as eval_callbacks
+from tf_mtdet.evaluation import coco as coco_evaluation
+from tf_mtdet.losses import two_stage as two_stage_losses
+from tf_mtdet.modeling import factory
+from tf_mtdet.training import callbacks
+from tf_mtdet.training import schedules
+from tf_mtdet.training import strategy as strategy_lib
+from tf_mtdet.training import trainer as trainer_lib
+
+CHECKPOINT_SUBDIR = 'checkpoints'
+
+
+def build_loss(config: experiment_config.ExperimentConfig
+               ) -> two_stage_losses.TwoStageLoss:
+  cascade = config.model.roi_sampler.cascade_iou_thresholds or []
+  return two_stage_losses.TwoStageLoss(
+      config.losses, num_stages=1 + len(cascade),
+      class_agnostic_bbox_pred=config.model.detection_head
+      .class_agnostic_bbox_pred,
+      include_mask=config.model.include_mask)
+
+
+def build_model(config: experiment_config.ExperimentConfig) -> tf_keras.Model:
+  """Builds the model and creates its weights (one forward pass)."""
+  model = factory.build_model(config.model, config.schedule.weight_decay)
+  size = config.eval_data.parser
+  height, width = (size.output_size if size.resize_mode == 'fixed' else
+                   [min(size.short_side), min(size.short_side)])
+  stride = 2**config.model.max_level
+  height, width = (-(-height // stride) * stride, -(-width // stride) * stride)
+  model(tf.zeros([1, height, width, 3]),
+        tf.constant([[float(height), float(width)]]), training=False)
+  return model
+
+
+def restore_init_checkpoint(model: tf_keras.Model, path: str,
+                            modules: str) -> None:
+  """Initialises `modules` ('backbone' or 'all') from a checkpoint.
+
+  Accepts Model Garden checkpoints (object graph with `backbone` or `model`
+  at the root) and our own (`model` and `optimizer`).
+  """
+  if tf.io.gfile.isdir(path):
+    latest = tf.train.latest_checkpoint(path)
+    if latest is None:
+      raise ValueError(f'{path}: no checkpoint in this directory')
+    path = latest
+  if modules == 'backbone':
+    # Model Garden classification/detection checkpoints both expose the
+    # backbone as `backbone` (detection) or under `model` (ours).
+    reader = tf.train.load_checkpoint(path)
+    names = reader.get_variable_to_shape_map()
+    if any(n.startswith('backbone/') for n in names):
+      ckpt = tf.train.Checkpoint(backbone=model.backbone)
+    else:
+      ckpt = tf.train.Checkpoint(model=tf.train.Checkpoint(
+          backbone=model.backbone))
+  elif modules == 'all':
+    ckpt = tf.train.Checkpoint(model=model)
+  else:
+    raise ValueError(f"init_checkpoint_modules must be 'backbone' or 'all', "
+                     f'got {modules!r}')
+  status = ckpt.read(path)
+  status.expect_partial().assert_existing_objects_matched()
+  logging.info('initialised %s from %s', modules, path)
+
+
+def _mixed_precision(policy: str, optimizer):
+  if not policy:
+    return optimizer
+  tf_keras.mixed_precision.set_global_policy(policy)
+  if policy == 'mixed_float16':
+    return tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def train(config: experiment_config.ExperimentConfig, model_dir: str,
+          verbose: int = 1) -> dict[str, Any]:
+  """Trains (or resumes) the experiment in `model_dir`.
+
+  Returns:
+    {'history': per-epoch logs, 'step': final optimizer step,
+     'resumed_from': checkpoint path or None}.
+
+  Raises:
+    callbacks.NonFiniteLossError: a loss became NaN/Inf (the last good
+      checkpoint is kept).
+  """
+  runtime = config.runtime
+  tf_keras.utils.set_random_seed(runtime.seed)
+  strategy = strategy_lib.build_strategy(runtime.strategy)
+  chief = strategy_lib.is_chief()
+  # Non-chief workers must write too (collective checkpointing), elsewhere.
+  write_dir = model_dir if chief else os.path.join(
+      model_dir, f'.worker_{strategy_lib.task_index()}_tmp')
+  tf.io.gfile.makedirs(write_dir)
+  if chief:
+    experiment_config.save_config(config, os.path.join(model_dir,
+                                                       'config.yaml'))
+
+  global_batch = config.train_data.global_batch_size
+  steps_per_epoch = schedules.steps_per_epoch(config.schedule, global_batch)
+  total_steps = schedules.total_steps(config.schedule, global_batch)
+
+  with strategy.scope():
+    model = build_model(config)
+    optimizer, lr_schedule = schedules.build_optimizer(config.schedule,
+                                                      global_batch)
+    optimizer = _mixed_precision(runtime.mixed_precision, optimizer)
+    _ = optimizer.iterations  # created now, so a restore sets it at once
+    trainer = trainer_lib.DetectionTrainer(model, build_loss(config))
+    trainer.compile(optimizer=optimizer, run_eagerly=runtime.run_eagerly)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(write_dir, CHECKPOINT_SUBDIR),
+        max_to_keep=runtime.max_checkpoints)
+    resumed_from = manager.latest_checkpoint
+    if resumed_from:
+      checkpoint.restore(resumed_from).assert_existing_objects_matched()
+      logging.info('resumed from %s', resumed_from)
+    elif runtime.init_checkpoint:
+      restore_init_checkpoint(model, runtime.init_checkpoint,
+                              runtime.init_checkpoint_modules)
+
+  start_step = int(optimizer.iterations.numpy())
+  train_ds = strategy.distribute_datasets_from_function(
+      lambda ctx: pipeline.two_stage_dataset(config.train_data,
+                                             config.anchor(), ctx))
+  guard = callbacks.NaNGuard()
+  cbs = [callbacks.StepLimit(total_steps), guard]
+  if (runtime.eval_every_n_epochs and config.eval_data.input_path and
+      config.eval_data.annotation_file):
+    cbs.append(eval_callbacks.EvaluationCallback(
+        coco_evaluation.COCOEvaluator(config.eval_data.annotation_file,
+                                      include_mask=config.model.include_mask),
+        eval_dataset(config),
+        predict_fn=_predict_fn(trainer),
+        every_n_epochs=runtime.eval_every_n_epochs))
+  cbs += [
+      callbacks.StepCheckpoint(manager, runtime.checkpoint_every_n_steps),
+      callbacks.LearningRateLogger(lr_schedule),
+      tf_keras.callbacks.TensorBoard(
+          os.path.join(write_dir, 'logs'),
+          update_freq=max(1, runtime.log_every_n_steps)),
+  ]
+  epochs = -(-total_steps // steps_per_epoch)
+  history = {}
+  if start_step < total_steps:
+    result = trainer.fit(train_ds, epochs=epochs,
+                         initial_epoch=start_step // steps_per_epoch,
+                         steps_per_epoch=steps_per_epoch, callbacks=cbs,
+                         verbose=verbose)
+    history = result.history
+  if not chief:
+    shutil.rmtree(write_dir, ignore_errors=True)
+  if guard.failure:
+    raise callbacks.NonFiniteLossError(guard.failure)
+  return {'history': history, 'step': int(optimizer.iterations.numpy()),
+          'resumed_from': resumed_from, 'model': model}
+
+
+def eval_dataset(config: experiment_config.ExperimentConfig
+                 ) -> tf.data.Dataset:
+  """Eval batches as `((images, labels), {source_id, image_info})`: the model
+  needs the labels' image info and anchors, the evaluators only the ids."""
+  return pipeline.two_stage_dataset(config.eval_data, config.anchor()).map(
+      lambda images, labels: ((images, labels), {
+          'source_id': labels['source_id'],
+          'image_info': labels['image_info']}))
+
+
+def _predict_fn(trainer: trainer_lib.DetectionTrainer):
+  step = tf.function(trainer.predict_step)
+  return lambda model, features: step(features)
+
