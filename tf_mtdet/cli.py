@@ -109,6 +109,89 @@ def _run_make_shapes(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_config_args(p) -> None:
+  p.add_argument('--config', help='experiment YAML (configs/<family>/...)')
+  p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                 help='override a config value, e.g. '
+                 'train_data.global_batch_size=8 (repeatable)')
+
+
+def _load_config(args):
+  from tf_mtdet.config import experiment  # pylint: disable=g-import-not-at-top
+  return experiment.load_config(args.config, args.set)
+
+
+def _add_train(sub) -> None:
+  p = sub.add_parser(
+      'train', help='train with model.fit under a tf.distribute strategy',
+      description='Trains the experiment, or resumes it from the latest '
+      'checkpoint in --model-dir (step, optimizer state and learning-rate '
+      'schedule continue exactly).')
+  _add_config_args(p)
+  p.add_argument('--model-dir', required=True,
+                 help='checkpoints, TensorBoard logs and config.yaml')
+  p.add_argument('--strategy', choices=('mirrored', 'multi_worker',
+                                        'one_device'),
+                 help='overrides runtime.strategy (multi_worker reads '
+                 'TF_CONFIG)')
+  p.add_argument('--mixed-precision', choices=('mixed_float16',
+                                               'mixed_bfloat16'),
+                 help='overrides runtime.mixed_precision')
+  p.add_argument('--init-checkpoint', help='backbone checkpoint to start '
+                 'from (e.g. a Model Garden ResNet checkpoint)')
+  p.add_argument('--verbose', type=int, default=1, choices=(0, 1, 2))
+  p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+  overrides = list(args.set)
+  if args.strategy:
+    overrides.append(f'runtime.strategy={args.strategy}')
+  if args.mixed_precision:
+    overrides.append(f'runtime.mixed_precision={args.mixed_precision}')
+  if args.init_checkpoint:
+    overrides.append(f'runtime.init_checkpoint={args.init_checkpoint}')
+  args.set = overrides
+  config = _load_config(args)
+  from tf_mtdet.training import callbacks  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.training import train  # pylint: disable=g-import-not-at-top
+  try:
+    result = train.train(config, args.model_dir, verbose=args.verbose)
+  except callbacks.NonFiniteLossError as e:
+    print(f'tf-mtdet train: error: {e}', file=sys.stderr)
+    return 3
+  print(f'trained to step {result["step"]}; checkpoints in '
+        f'{os.path.join(args.model_dir, train.CHECKPOINT_SUBDIR)}')
+  return 0
+
+
+def _add_evaluate(sub) -> None:
+  p = sub.add_parser('evaluate', help='COCO box and mask AP of a checkpoint')
+  _add_config_args(p)
+  p.add_argument('--checkpoint', required=True,
+                 help='checkpoint prefix, or a model dir (latest checkpoint)')
+  p.add_argument('--results-json', help='where to write the COCO results '
+                 '(default: coco_results.json beside the checkpoints)')
+  p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+  config = _load_config(args)
+  from tf_mtdet.training import evaluate  # pylint: disable=g-import-not-at-top
+  checkpoint = evaluate.resolve_checkpoint(args.checkpoint)
+  results = args.results_json or os.path.join(
+      os.path.dirname(checkpoint), 'coco_results.json')
+  metrics = evaluate.evaluate(config, checkpoint, results_path=results)
+  for prefix in ('', 'mask_'):
+    keys = [k for k in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
+            if prefix + k in metrics]
+    if keys:
+      print(('mask' if prefix else 'box ') + ' ' + '  '.join(
+          f'{k}={metrics[prefix + k]:.4f}' for k in keys))
+  print(f'COCO results: {results}')
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='tf-mtdet',
@@ -116,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest='command', required=True)
   _add_build_tfrecord(sub)
   _add_make_shapes(sub)
+  _add_train(sub)
+  _add_evaluate(sub)
   return parser
 
 

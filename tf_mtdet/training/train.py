@@ -1,8 +1,9 @@
 """Training entry point: config -> strategy, model, data, callbacks -> fit."""
 
+import dataclasses
 import os
 import shutil
-from typing import Any
+from typing import Any, Optional
 
 from absl import logging
 import tensorflow as tf
@@ -57,6 +58,8 @@ def restore_init_checkpoint(model: tf_keras.Model, path: str,
     if latest is None:
       raise ValueError(f'{path}: no checkpoint in this directory')
     path = latest
+  elif not tf.io.gfile.exists(path + '.index'):
+    raise ValueError(f'{path}: no checkpoint at this path (no {path}.index)')
   if modules == 'backbone':
     # Model Garden classification/detection checkpoints both expose the
     # backbone as `backbone` (detection) or under `model` (ours).
@@ -86,6 +89,47 @@ def _mixed_precision(policy: str, optimizer):
   return optimizer
 
 
+@dataclasses.dataclass
+class TrainingState:
+  """What training restores or creates: model, optimizer, checkpoints."""
+  model: tf_keras.Model
+  optimizer: tf_keras.optimizers.Optimizer
+  lr_schedule: Any
+  trainer: trainer_lib.DetectionTrainer
+  manager: tf.train.CheckpointManager
+  resumed_from: Optional[str]
+
+
+def build_training_state(config: experiment_config.ExperimentConfig,
+                         strategy: tf.distribute.Strategy,
+                         write_dir: str) -> TrainingState:
+  """Builds model, optimizer and trainer in `strategy`, then restores the
+  latest checkpoint in `write_dir` (exact resume: weights, optimizer slots and
+  step, hence the learning rate) or the initial checkpoint."""
+  runtime = config.runtime
+  with strategy.scope():
+    model = build_model(config)
+    optimizer, lr_schedule = schedules.build_optimizer(
+        config.schedule, config.train_data.global_batch_size)
+    optimizer = _mixed_precision(runtime.mixed_precision, optimizer)
+    _ = optimizer.iterations  # created now, so a restore sets it at once
+    trainer = trainer_lib.DetectionTrainer(model, build_loss(config))
+    trainer.compile(optimizer=optimizer, run_eagerly=runtime.run_eagerly)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(write_dir, CHECKPOINT_SUBDIR),
+        max_to_keep=runtime.max_checkpoints)
+    resumed_from = manager.latest_checkpoint
+    if resumed_from:
+      checkpoint.restore(resumed_from).assert_existing_objects_matched()
+      logging.info('resumed from %s', resumed_from)
+    elif runtime.init_checkpoint:
+      restore_init_checkpoint(model, runtime.init_checkpoint,
+                              runtime.init_checkpoint_modules)
+  return TrainingState(model, optimizer, lr_schedule, trainer, manager,
+                       resumed_from)
+
+
 def train(config: experiment_config.ExperimentConfig, model_dir: str,
           verbose: int = 1) -> dict[str, Any]:
   """Trains (or resumes) the experiment in `model_dir`.
@@ -113,27 +157,9 @@ def train(config: experiment_config.ExperimentConfig, model_dir: str,
   global_batch = config.train_data.global_batch_size
   steps_per_epoch = schedules.steps_per_epoch(config.schedule, global_batch)
   total_steps = schedules.total_steps(config.schedule, global_batch)
-
-  with strategy.scope():
-    model = build_model(config)
-    optimizer, lr_schedule = schedules.build_optimizer(config.schedule,
-                                                      global_batch)
-    optimizer = _mixed_precision(runtime.mixed_precision, optimizer)
-    _ = optimizer.iterations  # created now, so a restore sets it at once
-    trainer = trainer_lib.DetectionTrainer(model, build_loss(config))
-    trainer.compile(optimizer=optimizer, run_eagerly=runtime.run_eagerly)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(write_dir, CHECKPOINT_SUBDIR),
-        max_to_keep=runtime.max_checkpoints)
-    resumed_from = manager.latest_checkpoint
-    if resumed_from:
-      checkpoint.restore(resumed_from).assert_existing_objects_matched()
-      logging.info('resumed from %s', resumed_from)
-    elif runtime.init_checkpoint:
-      restore_init_checkpoint(model, runtime.init_checkpoint,
-                              runtime.init_checkpoint_modules)
-
+  state = build_training_state(config, strategy, write_dir)
+  trainer, optimizer, manager = state.trainer, state.optimizer, state.manager
+  resumed_from = state.resumed_from
   start_step = int(optimizer.iterations.numpy())
   train_ds = strategy.distribute_datasets_from_function(
       lambda ctx: pipeline.two_stage_dataset(config.train_data,
@@ -150,7 +176,7 @@ def train(config: experiment_config.ExperimentConfig, model_dir: str,
         every_n_epochs=runtime.eval_every_n_epochs))
   cbs += [
       callbacks.StepCheckpoint(manager, runtime.checkpoint_every_n_steps),
-      callbacks.LearningRateLogger(lr_schedule),
+      callbacks.LearningRateLogger(state.lr_schedule),
       tf_keras.callbacks.TensorBoard(
           os.path.join(write_dir, 'logs'),
           update_freq=max(1, runtime.log_every_n_steps)),
@@ -168,7 +194,7 @@ def train(config: experiment_config.ExperimentConfig, model_dir: str,
   if guard.failure:
     raise callbacks.NonFiniteLossError(guard.failure)
   return {'history': history, 'step': int(optimizer.iterations.numpy()),
-          'resumed_from': resumed_from, 'model': model}
+          'resumed_from': resumed_from, 'model': state.model}
 
 
 def eval_dataset(config: experiment_config.ExperimentConfig

@@ -1,0 +1,63 @@
+"""Fixtures for training tests: tiny shapes records and config overrides."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import conftest as root
+from tf_mtdet import cli
+
+TINY_CONFIG = os.path.join(root.REPO_ROOT, 'configs', 'mask_rcnn',
+                           'mask_rcnn_tiny_shapes.yaml')
+
+
+@pytest.fixture(scope='session')
+def shapes_records(tmp_path_factory) -> str:
+  """8 training and 4 validation shapes images as TFRecords; returns the dir."""
+  out = tmp_path_factory.mktemp('shapes')
+  for split, num, seed in (('train', 8, 0), ('val', 4, 1)):
+    assert cli.main(['make-shapes', '--out', str(out / f'shapes_{split}'),
+                     '--num-images', str(num), '--seed', str(seed)]) == 0
+    assert cli.main([
+        'build-tfrecord', '--quiet', '--format', 'coco', '--annotations',
+        str(out / f'shapes_{split}' / 'annotations.json'), '--images',
+        str(out / f'shapes_{split}' / 'images'), '--output',
+        str(out / 'records' / f'shapes_{split}'), '--include-masks',
+        '--num-workers', '1']) == 0
+  return str(out / 'records')
+
+
+def tiny_overrides(records: str, **extra) -> list[str]:
+  """`--set` values pointing the tiny config at `records`, overfit-friendly."""
+  values = {
+      'train_data.input_path': os.path.join(records, 'shapes_train-*.tfrecord'),
+      'eval_data.input_path': os.path.join(records, 'shapes_val-*.tfrecord'),
+      'eval_data.annotation_file': os.path.join(
+          records, 'shapes_val-annotations.json'),
+      'export.label_map': os.path.join(records, 'shapes_train-label_map.json'),
+      'train_data.parser.aug_rand_hflip': 'false',
+      'train_data.parser.aug_scale_min': '1.0',
+      'train_data.parser.aug_scale_max': '1.0',
+      'train_data.shuffle_buffer_size': '1',
+      'train_data.parser.output_size': '[128, 160]',
+      'eval_data.parser.output_size': '[128, 160]',
+      'schedule.warmup_steps': '5',
+      'runtime.eval_every_n_epochs': '0',
+      'runtime.log_every_n_steps': '5',
+  }
+  values.update(extra)
+  return [f'{k}={v}' for k, v in values.items()]
+
+
+def run_python(code: str, env_extra: dict | None = None, timeout: int = 600,
+               check: bool = True) -> subprocess.CompletedProcess:
+  """Runs `code` in a fresh interpreter at the repository root."""
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', **(env_extra or {})}
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, cwd=root.REPO_ROOT, env=env,
+                       timeout=timeout)
+  if check:
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+  return out

@@ -1,0 +1,271 @@
+"""Training with fit under strategies, resume after a kill, NaN guard,
+backbone initialisation, evaluation CLI."""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+from pycocotools.coco import COCO
+import pytest
+import tensorflow as tf
+
+from tests import conftest as root
+from tests.training import conftest
+from tf_mtdet import cli
+from tf_mtdet.config import experiment
+from tf_mtdet.training import callbacks
+from tf_mtdet.training import schedules
+from tf_mtdet.training import strategy as strategy_lib
+from tf_mtdet.training import train
+
+
+def _config(records, **extra):
+  return experiment.load_config(conftest.TINY_CONFIG,
+                                conftest.tiny_overrides(records, **extra))
+
+
+def test_fit_mirrored_two_cpu_replicas_loss_falls(shapes_records, tmp_path):
+  overrides = conftest.tiny_overrides(
+      shapes_records, **{'schedule.total_steps': 60,
+                         'schedule.steps_per_epoch': 20,
+                         'train_data.global_batch_size': 4})
+  code = textwrap.dedent(f"""
+      import json, tensorflow as tf
+      cpu = tf.config.list_physical_devices('CPU')[0]
+      tf.config.set_logical_device_configuration(
+          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+      from tf_mtdet.config import experiment
+      from tf_mtdet.training import train
+      config = experiment.load_config({conftest.TINY_CONFIG!r}, {overrides!r})
+      strategy = tf.distribute.MirroredStrategy()
+      result = train.train(config, {str(tmp_path / 'model')!r}, verbose=0)
+      print('REPLICAS', strategy.num_replicas_in_sync)
+      print('HISTORY', json.dumps(result['history']['total_loss']))
+      """)
+  out = conftest.run_python(code)
+  assert 'REPLICAS 2' in out.stdout
+  losses = json.loads(out.stdout.split('HISTORY', 1)[1].strip().splitlines()[0])
+  assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+  assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_multi_worker_two_processes_end_with_identical_weights(
+    shapes_records, tmp_path):
+  ports = [_free_port(), _free_port()]
+  cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
+  overrides = conftest.tiny_overrides(
+      shapes_records, **{'schedule.total_steps': 4,
+                         'schedule.steps_per_epoch': 4,
+                         'train_data.global_batch_size': 4,
+                         'runtime.strategy': 'multi_worker'})
+  code = textwrap.dedent(f"""
+      import os, sys, numpy as np
+      from tf_mtdet.config import experiment
+      from tf_mtdet.training import train
+      config = experiment.load_config({conftest.TINY_CONFIG!r}, {overrides!r})
+      result = train.train(config, {str(tmp_path / 'model')!r}, verbose=0)
+      weights = [v.numpy() for v in result['model'].trainable_variables]
+      np.savez(sys.argv[1], *weights)
+      print('STEP', result['step'])
+      """)
+  procs = []
+  for index in range(2):
+    tf_config = json.dumps({'cluster': cluster,
+                            'task': {'type': 'worker', 'index': index}})
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'TF_CONFIG': tf_config}
+    procs.append(subprocess.Popen(
+        [sys.executable, '-c', code, str(tmp_path / f'w{index}.npz')],
+        cwd=root.REPO_ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
+  outputs = []
+  try:
+    for p in procs:
+      outputs.append(p.communicate(timeout=600))
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (stdout, stderr) in zip(procs, outputs):
+    assert p.returncode == 0, stdout[-2000:] + stderr[-4000:]
+    assert 'STEP 4' in stdout
+  w0, w1 = np.load(tmp_path / 'w0.npz'), np.load(tmp_path / 'w1.npz')
+  assert len(w0.files) == len(w1.files) > 10
+  for key in w0.files:
+    np.testing.assert_array_equal(w0[key], w1[key])
+  # The chief wrote the checkpoint; the other worker cleaned up after itself.
+  assert tf.train.latest_checkpoint(str(tmp_path / 'model' / 'checkpoints'))
+  assert not [d for d in os.listdir(tmp_path / 'model') if d.startswith('.')]
+
+
+def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
+                                                        tmp_path):
+  model_dir = tmp_path / 'model'
+  overrides = conftest.tiny_overrides(
+      shapes_records, **{'schedule.total_steps': 40,
+                         'schedule.steps_per_epoch': 5,
+                         'runtime.checkpoint_every_n_steps': 5})
+  args = ['train', '--config', conftest.TINY_CONFIG, '--model-dir',
+          str(model_dir), '--verbose', '2', '--strategy', 'one_device']
+  for o in overrides:
+    args += ['--set', o]
+  code = f'import sys; from tf_mtdet import cli; sys.exit(cli.main({args!r}))'
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  proc = subprocess.Popen([sys.executable, '-c', code], cwd=root.REPO_ROOT,
+                          env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  ckpt_dir = str(model_dir / 'checkpoints')
+  deadline = time.time() + 400
+  try:
+    while time.time() < deadline and proc.poll() is None:
+      latest = tf.train.latest_checkpoint(ckpt_dir)
+      if latest and int(latest.rsplit('-', 1)[1]) >= 10:
+        break
+      time.sleep(0.5)
+    assert proc.poll() is None, 'training ended before it could be killed'
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.kill()
+    first_run_log = proc.communicate()[0]
+  killed_at = int(tf.train.latest_checkpoint(ckpt_dir).rsplit('-', 1)[1])
+  assert 10 <= killed_at < 40
+  first_losses = [float(line.split('total_loss: ')[1].split()[0])
+                  for line in first_run_log.splitlines()
+                  if 'total_loss: ' in line]
+  assert first_losses
+
+  config = experiment.load_config(conftest.TINY_CONFIG, overrides)
+  config.runtime.strategy = 'one_device'
+  # Restored state: step, optimizer slots and learning rate.
+  state = train.build_training_state(
+      config, tf.distribute.OneDeviceStrategy('/cpu:0'), str(model_dir))
+  assert state.resumed_from.endswith(f'ckpt-{killed_at}')
+  assert int(state.optimizer.iterations.numpy()) == killed_at
+  state.optimizer._create_all_weights(state.model.trainable_variables)  # pylint: disable=protected-access
+  reader = tf.train.load_checkpoint(state.resumed_from)
+  slot_names = [n for n in reader.get_variable_to_shape_map()
+                if '.OPTIMIZER_SLOT/optimizer/momentum' in n]
+  assert slot_names
+  slots = {v.name: v for v in state.optimizer.variables()
+           if 'momentum' in v.name}
+  nonzero = [k for k, v in slots.items() if np.abs(v.numpy()).sum() > 0]
+  assert len(nonzero) >= len(slots) // 2  # restored, not freshly zeroed
+  expected_lr = float(state.lr_schedule(killed_at))
+  lr_cfg = schedules.optimization_config(config.schedule, 4)
+  assert expected_lr == pytest.approx(
+      float(tf.keras.optimizers.schedules.PiecewiseConstantDecay(
+          lr_cfg.learning_rate.stepwise.boundaries,
+          lr_cfg.learning_rate.stepwise.values)(killed_at)))
+
+  result = train.train(config, str(model_dir), verbose=0)
+  assert result['resumed_from'].endswith(f'ckpt-{killed_at}')
+  assert result['step'] == 40
+  resumed_losses = result['history']['total_loss']
+  # Continued, not restarted: better than the killed run's first epoch.
+  assert resumed_losses[0] < first_losses[0]
+  assert tf.train.latest_checkpoint(ckpt_dir).endswith('ckpt-40')
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
+    shapes_records, tmp_path, capsys):
+  model_dir = str(tmp_path / 'model')
+  base = ['train', '--config', conftest.TINY_CONFIG, '--model-dir', model_dir,
+          '--verbose', '0', '--strategy', 'one_device']
+  good = conftest.tiny_overrides(shapes_records, **{
+      'schedule.total_steps': 3, 'schedule.steps_per_epoch': 3,
+      'runtime.checkpoint_every_n_steps': 3})
+  assert cli.main(base + sum([['--set', o] for o in good], [])) == 0
+  ckpt_dir = os.path.join(model_dir, 'checkpoints')
+  assert tf.train.latest_checkpoint(ckpt_dir).endswith('ckpt-3')
+  bad = conftest.tiny_overrides(shapes_records, **{
+      'schedule.total_steps': 9, 'schedule.steps_per_epoch': 3,
+      'runtime.checkpoint_every_n_steps': 1, 'losses.mask_weight': '.nan'})
+  code = cli.main(base + sum([['--set', o] for o in bad], []))
+  err = capsys.readouterr().err
+  assert code == 3
+  assert 'non-finite loss at step 4' in err and 'last good' in err
+  latest = tf.train.latest_checkpoint(ckpt_dir)
+  assert latest.endswith('ckpt-3')
+  reader = tf.train.load_checkpoint(latest)
+  for name in reader.get_variable_to_shape_map():
+    value = reader.get_tensor(name)
+    if isinstance(value, np.ndarray) and value.dtype.kind == 'f':
+      assert np.isfinite(value).all(), name
+
+
+def test_backbone_initialised_from_checkpoint(shapes_records, tmp_path):
+  config = _config(shapes_records)
+  source = train.build_model(config)
+  # Model Garden detection checkpoints expose `backbone`; classification
+  # checkpoints nest it under `model`.
+  det_path = tf.train.Checkpoint(backbone=source.backbone).write(
+      str(tmp_path / 'det' / 'ckpt'))
+  cls_path = tf.train.Checkpoint(model=tf.train.Checkpoint(
+      backbone=source.backbone)).write(str(tmp_path / 'cls' / 'ckpt'))
+  for path in (det_path, cls_path):
+    target = train.build_model(config)
+    train.restore_init_checkpoint(target, path, 'backbone')
+    for a, b in zip(source.backbone.weights, target.backbone.weights):
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+    head_a = source.detection_head[0].weights[0].numpy()
+    head_b = target.detection_head[0].weights[0].numpy()
+    assert not np.array_equal(head_a, head_b)
+  with pytest.raises(ValueError, match='no checkpoint'):
+    train.restore_init_checkpoint(target, str(tmp_path / 'empty'), 'backbone')
+
+
+def test_evaluate_cli_prints_ap_and_writes_results(shapes_records, tmp_path,
+                                                   capsys):
+  model_dir = str(tmp_path / 'model')
+  overrides = conftest.tiny_overrides(shapes_records, **{
+      'schedule.total_steps': 2, 'schedule.steps_per_epoch': 2})
+  sets = sum([['--set', o] for o in overrides], [])
+  assert cli.main(['train', '--config', conftest.TINY_CONFIG, '--model-dir',
+                   model_dir, '--verbose', '0', *sets]) == 0
+  results = str(tmp_path / 'results.json')
+  assert cli.main(['evaluate', '--config', conftest.TINY_CONFIG,
+                   '--checkpoint', model_dir, '--results-json', results,
+                   *sets]) == 0
+  out = capsys.readouterr().out
+  assert 'box  AP=' in out and 'mask AP=' in out
+  detections = json.load(open(results))
+  gt = COCO(os.path.join(shapes_records, 'shapes_val-annotations.json'))
+  if detections:
+    gt.loadRes(results)
+  assert cli.main(['evaluate', '--config', conftest.TINY_CONFIG,
+                   '--checkpoint', str(tmp_path / 'nothing'), *sets]) == 1
+
+
+def test_strategy_names_and_chief():
+  assert strategy_lib.build_strategy('one_device').num_replicas_in_sync == 1
+  with pytest.raises(ValueError, match='unknown strategy'):
+    strategy_lib.build_strategy('tpu_pod')
+  os.environ.pop('TF_CONFIG', None)
+  with pytest.raises(ValueError, match='TF_CONFIG'):
+    strategy_lib.build_strategy('multi_worker')
+  assert strategy_lib.is_chief()
+
+
+def test_nan_guard_callback_unit():
+  guard = callbacks.NaNGuard()
+
+  class _Model:
+    stop_training = False
+    optimizer = type('O', (), {'iterations': tf.Variable(7)})()
+
+  guard.set_model(_Model())
+  guard.on_train_batch_end(0, {'total_loss': 1.0})
+  assert guard.failure is None and not guard.model.stop_training
+  guard.on_train_batch_end(1, {'total_loss': float('inf'), 'mask_loss': 2.0})
+  assert guard.model.stop_training and 'step 7' in guard.failure
