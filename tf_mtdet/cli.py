@@ -192,6 +192,73 @@ def _run_evaluate(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_export(sub) -> None:
+  p = sub.add_parser(
+      'export', help='checkpoint -> SavedModel for TF Serving',
+      description='Writes OUT/<version>/saved_model.pb with the signatures '
+      'serving_default (uint8 image tensor), image_bytes (encoded images) and '
+      'tf_example (serialized tf.Example); boxes come back in original-image '
+      'pixels.')
+  _add_config_args(p)
+  p.add_argument('--checkpoint', required=True,
+                 help='checkpoint prefix, or a model dir (latest checkpoint)')
+  p.add_argument('--out', required=True, help="the model's base directory "
+                 '(TF Serving base_path)')
+  p.add_argument('--version', type=int,
+                 help='version number (default: next free)')
+  p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+  config = _load_config(args)
+  from tf_mtdet.serving import exporter  # pylint: disable=g-import-not-at-top
+  path = exporter.export_checkpoint(config, args.checkpoint, args.out,
+                                    version=args.version)
+  print(f'exported {path}')
+  return 0
+
+
+def _add_predict(sub) -> None:
+  p = sub.add_parser('predict', help='detect on an image with a SavedModel '
+                     'and draw the result')
+  p.add_argument('--saved-model', required=True,
+                 help='export dir (latest version) or a version dir')
+  p.add_argument('--image', required=True)
+  p.add_argument('--out', required=True, help='picture with detections (PNG)')
+  p.add_argument('--json', help='detections as JSON (masks as COCO RLE)')
+  p.add_argument('--score-threshold', type=float, default=0.3)
+  p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+  from tf_mtdet.serving import predict  # pylint: disable=g-import-not-at-top
+  detections = predict.predict_image(args.saved_model, args.image,
+                                     score_threshold=args.score_threshold)
+  predict.write_prediction(args.image, detections, args.out, args.json)
+  print(f'{len(detections["scores"])} detection(s) >= {args.score_threshold} '
+        f'drawn to {args.out}' + (f', JSON {args.json}' if args.json else ''))
+  return 0
+
+
+def _add_quickstart(sub) -> None:
+  p = sub.add_parser(
+      'quickstart', help='end to end on generated data: data, TFRecords, '
+      'train a tiny model on CPU, evaluate, export, predict')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--train-images', type=int, default=300)
+  p.add_argument('--steps', type=int, default=600,
+                 help='training steps (batch 4; ~0.3 s each on 2 CPU cores)')
+  p.add_argument('--verbose', type=int, default=2, choices=(0, 1, 2))
+  p.set_defaults(func=_run_quickstart)
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
+  from tf_mtdet import quickstart  # pylint: disable=g-import-not-at-top
+  quickstart.run(args.workdir, train_images=args.train_images,
+                 steps=args.steps, verbose=args.verbose)
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='tf-mtdet',
@@ -201,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
   _add_make_shapes(sub)
   _add_train(sub)
   _add_evaluate(sub)
+  _add_export(sub)
+  _add_predict(sub)
+  _add_quickstart(sub)
   return parser
 
 

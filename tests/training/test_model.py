@@ -56,14 +56,16 @@ def test_r101_and_cascade_build():
       os.path.join(CONFIGS, 'mask_rcnn', 'mask_rcnn_r101_fpn_1x_coco.yaml'),
       ['model.num_classes=81'])
   model, _ = _build(r101)
-  # R101 adds 22 bottleneck blocks to R50 (~19M).
-  assert _trainable(model) == pytest.approx(63.4e6, rel=0.03)
+  # R101 adds 17 bottleneck blocks to R50's res4 stage (+19.0M).
+  assert _trainable(model) == pytest.approx(64.0e6, rel=0.01)
   cascade = experiment.load_config(
       os.path.join(CONFIGS, 'mask_rcnn',
                    'cascade_mask_rcnn_r50_fpn_1x_coco.yaml'),
       ['model.num_classes=81'])
   model, outputs = _build(cascade)
   assert len(model.detection_head) == 3
+  # Two more class-agnostic 2fc heads: 2 x (12544*1024 + 1024*1024 + ...).
+  assert _trainable(model) == pytest.approx(72.6e6, rel=0.01)
   assert outputs['detection_boxes'].shape == (1, 100, 4)
   schedule = experiment.load_config(os.path.join(
       CONFIGS, 'mask_rcnn', 'mask_rcnn_r50_fpn_2x_coco.yaml')).schedule

@@ -1,0 +1,132 @@
+"""Benchmark: SavedModel latency, ours vs Model Garden's DetectionModule.
+
+The same architecture (our baseline config mirrored into Model Garden's
+`MaskRCNN` config) exported both ways, then each SavedModel is loaded in its
+own process and its `serving_default` signature (uint8 image tensor) is timed
+on the same image, which both fit into the same padded input size. Ours
+returns original-image boxes and class names (and optionally full-image
+masks); Model Garden's returns resized-image boxes. Prints median latency,
+peak RSS and the ratio (ours / Model Garden; goal <= 1.0).
+
+  python bench/inference.py [--model-id 50] [--size 512] [--runs 20]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _export(impl: str, args, export_dir: str) -> None:
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from official.core import config_definitions as cfg  # pylint: disable=g-import-not-at-top
+  from official.vision.configs import maskrcnn as maskrcnn_cfg  # pylint: disable=g-import-not-at-top
+  from official.vision.serving import export_saved_model_lib  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.data.parsers import two_stage  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.serving import export as export_lib  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.training import train  # pylint: disable=g-import-not-at-top
+
+  tf_keras.utils.set_random_seed(0)
+  config = common.bench_config(args.config, args.set, args.pattern, args.size,
+                               1)
+  if impl == 'ours':
+    module = export_lib.ServingModule(
+        train.build_model(config),
+        two_stage.build_parser(config.eval_data.parser, config.anchor()),
+        {1: 'circle', 2: 'square', 3: 'triangle'},
+        full_image_masks=args.full_image_masks)
+    export_lib.export_saved_model(module, export_dir, version=1)
+  else:
+    params = cfg.ExperimentConfig(task=maskrcnn_cfg.MaskRCNNTask(
+        model=common.model_garden_model_config(config)))
+    export_saved_model_lib.export_inference_graph(
+        input_type='image_tensor', batch_size=1,
+        input_image_size=[args.size, args.size], params=params,
+        checkpoint_path=None, export_dir=export_dir,
+        export_saved_model_subdir='1')
+
+
+def _child(out_path: str, args) -> None:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  export_dir = os.path.join(args.workdir, args.impl)
+  if args.phase == 'export':
+    _export(args.impl, args, export_dir)
+    with open(out_path, 'w') as f:
+      json.dump({}, f)
+    return
+  fn = tf.saved_model.load(os.path.join(export_dir, '1')).signatures[
+      'serving_default']
+  image = np.asarray(Image.open(args.image).convert('RGB'))[None]
+  name = list(fn.structured_input_signature[1])[0]
+  times = []
+  for i in range(args.runs + 3):
+    start = time.perf_counter()
+    out = fn(**{name: tf.constant(image)})
+    _ = {k: v.numpy() for k, v in out.items()}
+    if i >= 3:
+      times.append(time.perf_counter() - start)
+  with open(out_path, 'w') as f:
+    json.dump({'median_s': statistics.median(times), 'min_s': min(times),
+               'peak_rss_mib': common.peak_rss_mib()}, f)
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--config', default=common.BASELINE)
+  p.add_argument('--set', action='append', default=[])
+  p.add_argument('--model-id', type=int, default=50)
+  p.add_argument('--size', type=int, default=512)
+  p.add_argument('--runs', type=int, default=20)
+  p.add_argument('--full-image-masks', action='store_true')
+  p.add_argument('--child', help=argparse.SUPPRESS)
+  p.add_argument('--impl', help=argparse.SUPPRESS)
+  p.add_argument('--phase', help=argparse.SUPPRESS)
+  p.add_argument('--pattern', help=argparse.SUPPRESS)
+  p.add_argument('--workdir', help=argparse.SUPPRESS)
+  p.add_argument('--image', help=argparse.SUPPRESS)
+  args = p.parse_args()
+  args.set = [f'model.backbone.resnet.model_id={args.model_id}', *args.set]
+  if args.child:
+    _child(args.child, args)
+    return 0
+  with tempfile.TemporaryDirectory() as tmp:
+    pattern = common.make_shapes_records(tmp, num_images=2)
+    image = os.path.join(tmp, 'shapes', 'images', 'shapes_000000.jpg')
+    base = ['--config', args.config, '--size', str(args.size), '--runs',
+            str(args.runs), '--pattern', pattern, '--workdir', tmp,
+            '--image', image, '--model-id', str(args.model_id)]
+    base += ['--full-image-masks'] if args.full_image_masks else []
+    for s in args.set[1:]:
+      base += ['--set', s]
+    results = {}
+    for impl in ('mg', 'ours'):
+      common.run_child(__file__, [*base, '--impl', impl, '--phase', 'export'])
+      results[impl] = common.run_child(
+          __file__, [*base, '--impl', impl, '--phase', 'serve'])
+  print(f'SavedModel serving_default latency, {os.path.basename(args.config)}'
+        f' with ResNet-{args.model_id}, a 256x320 image fitted into '
+        f'{args.size}x{args.size}, batch 1, {args.runs} timed calls, '
+        f'full-image masks {"on" if args.full_image_masks else "off"}, '
+        f'{os.cpu_count()} CPUs')
+  for impl, name in (('ours', 'tf_mtdet'), ('mg', 'model_garden')):
+    r = results[impl]
+    print(f'{name:>13}: median {1000 * r["median_s"]:.0f} ms (min '
+          f'{1000 * r["min_s"]:.0f}), peak RSS {r["peak_rss_mib"]:.0f} MiB')
+  print(f'ratio tf_mtdet / model_garden latency: '
+        f'{results["ours"]["median_s"] / results["mg"]["median_s"]:.2f}x')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,112 @@
+"""Benchmark: training step of our Mask R-CNN vs Model Garden's MaskRCNNTask.
+
+The same architecture (our baseline config mirrored into Model Garden's own
+`MaskRCNN` config), the same batches (generated shapes, no augmentation), the
+same SGD. Ours runs `DetectionTrainer.train_step` (what `fit` runs); Model
+Garden runs `MaskRCNNTask.train_step`; each in its own process, so the peak
+resident memory is that implementation's. Prints median step time, peak RSS
+and the ratios (ours / Model Garden; goal <= 1.0).
+
+  python bench/train_step.py [--model-id 50] [--size 512] [--batch 2]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _child(out_path: str, impl: str, args) -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from official.vision.configs import maskrcnn as maskrcnn_cfg  # pylint: disable=g-import-not-at-top
+  from official.vision.tasks import maskrcnn as maskrcnn_task  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.data import pipeline  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.modeling import factory  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.training import train  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+
+  tf_keras.utils.set_random_seed(0)
+  config = common.bench_config(args.config, args.set, args.pattern, args.size,
+                               args.batch)
+  batches = list(pipeline.two_stage_dataset(
+      config.train_data, config.anchor()).take(args.steps + args.warmup))
+  optimizer = tf_keras.optimizers.legacy.SGD(0.001, momentum=0.9)
+  if impl == 'ours':
+    model = factory.build_model(config.model, config.schedule.weight_decay)
+    trainer = trainer_lib.DetectionTrainer(model, train.build_loss(config))
+    trainer.compile(optimizer=optimizer)
+    step = tf.function(trainer.train_step)
+    run = lambda batch: step(batch)['total_loss']
+  else:
+    task = maskrcnn_task.MaskRCNNTask(maskrcnn_cfg.MaskRCNNTask(
+        model=common.model_garden_model_config(config),
+        losses=maskrcnn_cfg.Losses(
+            l2_weight_decay=config.schedule.weight_decay)))
+    model = task.build_model()
+    step = tf.function(lambda batch: task.train_step(batch, model, optimizer))
+    run = lambda batch: step(batch)['loss']
+  times = []
+  for i, batch in enumerate(batches):
+    start = time.perf_counter()
+    float(run(batch))
+    if i >= args.warmup:
+      times.append(time.perf_counter() - start)
+  params = int(sum(v.shape.num_elements() for v in model.trainable_variables))
+  with open(out_path, 'w') as f:
+    json.dump({'median_s': statistics.median(times), 'min_s': min(times),
+               'peak_rss_mib': common.peak_rss_mib(), 'params': params}, f)
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--config', default=common.BASELINE)
+  p.add_argument('--set', action='append', default=[])
+  p.add_argument('--model-id', type=int, default=50)
+  p.add_argument('--size', type=int, default=512)
+  p.add_argument('--batch', type=int, default=2)
+  p.add_argument('--steps', type=int, default=8)
+  p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--child', help=argparse.SUPPRESS)
+  p.add_argument('--impl', choices=('ours', 'mg'), help=argparse.SUPPRESS)
+  p.add_argument('--pattern', help=argparse.SUPPRESS)
+  args = p.parse_args()
+  args.set = [f'model.backbone.resnet.model_id={args.model_id}', *args.set]
+  if args.child:
+    _child(args.child, args.impl, args)
+    return 0
+  with tempfile.TemporaryDirectory() as tmp:
+    pattern = common.make_shapes_records(tmp, num_images=16)
+    child_args = ['--config', args.config, '--size', str(args.size),
+                  '--batch', str(args.batch), '--steps', str(args.steps),
+                  '--warmup', str(args.warmup), '--pattern', pattern,
+                  '--model-id', str(args.model_id)]
+    for s in args.set[1:]:
+      child_args += ['--set', s]
+    results = {impl: common.run_child(__file__, [*child_args, '--impl', impl])
+               for impl in ('mg', 'ours')}
+  print(f'train step, {os.path.basename(args.config)} with ResNet-'
+        f'{args.model_id}, {args.size}x{args.size}, batch {args.batch}, '
+        f'{args.steps} timed steps, {os.cpu_count()} CPUs')
+  for impl, name in (('ours', 'tf_mtdet'), ('mg', 'model_garden')):
+    r = results[impl]
+    print(f'{name:>13}: median {1000 * r["median_s"]:.0f} ms/step (min '
+          f'{1000 * r["min_s"]:.0f}), peak RSS {r["peak_rss_mib"]:.0f} MiB, '
+          f'{r["params"] / 1e6:.2f}M params')
+  ours, mg = results['ours'], results['mg']
+  print(f'ratio tf_mtdet / model_garden: step time '
+        f'{ours["median_s"] / mg["median_s"]:.2f}x, peak memory '
+        f'{ours["peak_rss_mib"] / mg["peak_rss_mib"]:.2f}x')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

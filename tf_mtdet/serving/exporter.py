@@ -1,0 +1,25 @@
+"""Checkpoint -> TF Serving SavedModel, from an experiment config."""
+
+from typing import Optional
+
+from tf_mtdet.config import experiment as experiment_config
+from tf_mtdet.data.parsers import two_stage
+from tf_mtdet.serving import export as export_lib
+from tf_mtdet.training import evaluate
+
+
+def export_checkpoint(config: experiment_config.ExperimentConfig,
+                      checkpoint: str, export_dir: str,
+                      version: Optional[int] = None) -> str:
+  """Exports `checkpoint` of the experiment; returns the version directory.
+
+  Preprocessing in the graph is the eval parser's (`config.eval_data.parser`),
+  class names come from `config.export.label_map`.
+  """
+  model, _ = evaluate.load_model(config, checkpoint)
+  parser = two_stage.build_parser(config.eval_data.parser, config.anchor())
+  module = export_lib.ServingModule(
+      model, parser, export_lib.read_label_map(config.export.label_map),
+      full_image_masks=config.export.full_image_masks,
+      score_threshold=config.export.score_threshold, params=config)
+  return export_lib.export_saved_model(module, export_dir, version=version)
