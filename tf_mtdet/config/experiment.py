@@ -99,7 +99,7 @@ class Export(hyperparams.Config):
     score_threshold: Drop detections below this score.
   """
   label_map: str = ''
-  full_image_masks: bool = True
+  full_image_masks: bool = False
   score_threshold: float = 0.0
 
 

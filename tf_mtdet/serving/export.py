@@ -246,15 +246,16 @@ class ServingModule(export_base.ExportModule):
         tf.equal(prefix(4), b'GIF8'),
         tf.equal(prefix(2), b'BM'),
     ])
+    empty = ('has no (or an empty) image/encoded feature'
+             if what == 'tf_example' else 'is an empty string, not an '
+             'encoded image')
     checks = [
         tf.debugging.Assert(
-            tf.strings.length(encoded) > 0,
-            [f'{what}: input', index, 'is an empty string, not an encoded '
-             'image']),
+            tf.strings.length(encoded) > 0, [f'{what}: input', index, empty]),
         tf.debugging.Assert(
             known_format,
-            [f'{what}: input', index, 'is not a JPEG, PNG, GIF or BMP image '
-             '(unknown leading bytes)']),
+            [f'{what}: input', index,
+             'is not a JPEG, PNG, GIF or BMP image (unknown leading bytes)']),
     ]
     with tf.control_dependencies(checks):
       image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
@@ -292,12 +293,12 @@ class ServingModule(export_base.ExportModule):
             shape[0] > 0, ['serving_default: empty batch']),
         tf.debugging.Assert(
             tf.logical_and(shape[1] > 0, shape[2] > 0),
-            ['serving_default: images must have a positive height and width; '
-             'input shape is', shape]),
+            [('serving_default: images must have a positive height and '
+              'width; input shape is'), shape]),
         tf.debugging.Assert(
             tf.reduce_any(tf.equal(channels, [1, 3, 4])),
-            ['serving_default: images must have 1 (grayscale), 3 (RGB) or 4 '
-             '(RGBA) channels; input shape is', shape]),
+            [('serving_default: images must have 1 (grayscale), 3 (RGB) or '
+              '4 (RGBA) channels; input shape is'), shape]),
     ]
     with tf.control_dependencies(checks):
       # Grayscale repeats its channel; RGBA drops alpha.
@@ -419,17 +420,25 @@ class ServingModule(export_base.ExportModule):
     sizes = tf.cast(tf.round(image_info[:, 0, :]), tf.int32)
     max_h = tf.reduce_max(sizes[:, 0])
     max_w = tf.reduce_max(sizes[:, 1])
+    canvas = tf.TensorSpec([None, None], tf.uint8)
 
-    def paste_one(args):
+    def paste_detection(args):
+      # One detection at a time: float canvases of all N detections at once
+      # would take N x H x W x 4 bytes.
+      mask, box = args
+      probs = paste_box_masks(mask[tf.newaxis], box[tf.newaxis], max_h, max_w)
+      return tf.cast(probs[0] > _MASK_THRESHOLD, tf.uint8)
+
+    def paste_image(args):
       masks_i, boxes_i, valid_i, size_i = args
-      probs = paste_box_masks(masks_i, boxes_i, max_h, max_w)
+      pasted = tf.map_fn(paste_detection, (masks_i, boxes_i),
+                         fn_output_signature=canvas)
       inside = ((tf.range(max_h)[:, tf.newaxis] < size_i[0]) &
                 (tf.range(max_w)[tf.newaxis, :] < size_i[1]))
-      keep = ((probs > _MASK_THRESHOLD) & inside[tf.newaxis] &
-              valid_i[:, tf.newaxis, tf.newaxis])
-      return tf.cast(keep, tf.uint8)
+      keep = inside[tf.newaxis] & valid_i[:, tf.newaxis, tf.newaxis]
+      return pasted * tf.cast(keep, tf.uint8)
 
-    return tf.map_fn(paste_one, (masks, boxes, valid, sizes),
+    return tf.map_fn(paste_image, (masks, boxes, valid, sizes),
                      fn_output_signature=tf.TensorSpec([None, None, None],
                                                        tf.uint8))
 
