@@ -46,7 +46,7 @@ def _dataset(workdir: str, split: str, num_images: int, seed: int) -> str:
 
 
 def run(workdir: str, train_images: int = 300, steps: int = 600,
-        verbose: int = 2) -> dict[str, Any]:
+        val_images: int = 50, verbose: int = 2) -> dict[str, Any]:
   """Runs the quickstart; returns the metrics and the paths it wrote."""
   if not os.path.exists(TINY_CONFIG):
     raise ValueError(f'{TINY_CONFIG}: the quickstart config is missing; '
@@ -55,7 +55,7 @@ def run(workdir: str, train_images: int = 300, steps: int = 600,
   start = time.time()
   _log(f'generating shapes data and TFRecords in {workdir}')
   train_prefix = _dataset(workdir, 'train', train_images, seed=0)
-  val_prefix = _dataset(workdir, 'val', 50, seed=1)
+  val_prefix = _dataset(workdir, 'val', val_images, seed=1)
   test_dir = os.path.join(workdir, 'data', 'shapes_test')
   if not os.path.exists(test_dir):
     builder.make_shapes(test_dir, 1, seed=2)
@@ -75,7 +75,7 @@ def run(workdir: str, train_images: int = 300, steps: int = 600,
        f'{model_dir})')
   train.train(config, model_dir, verbose=verbose)
 
-  _log('evaluating on 50 held-out validation images')
+  _log(f'evaluating on {val_images} held-out validation images')
   results_json = os.path.join(workdir, 'coco_results.json')
   metrics = evaluate.evaluate(config, model_dir, results_path=results_json)
   _log('box  AP {AP:.3f}  AP50 {AP50:.3f}  AP75 {AP75:.3f}'.format(**metrics))
