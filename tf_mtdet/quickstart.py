@@ -87,7 +87,7 @@ def run(workdir: str, train_images: int = 300, steps: int = 600,
 
   image = os.path.join(test_dir, 'images', 'shapes_000000.jpg')
   picture = os.path.join(workdir, 'prediction.png')
-  detections = predict.predict_image(export_dir, image, score_threshold=0.5)
+  detections = predict.predict_image(export_dir, image, score_threshold=0.3)
   predict.write_prediction(image, detections, picture,
                            os.path.join(workdir, 'prediction.json'))
   _log(f'{len(detections["scores"])} detection(s) on held-out {image} drawn '

@@ -67,9 +67,23 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
                          for key, value in outputs.items()}
     return backbone_features, features
 
-  def call(self, images: tf.Tensor, image_shape: tf.Tensor, *args,
-           **kwargs) -> Mapping[str, Any]:
-    outputs = dict(super().call(images, image_shape, *args, **kwargs))
+  def call(self,
+           images: tf.Tensor,
+           image_shape: tf.Tensor,
+           anchor_boxes: Optional[Mapping[str, tf.Tensor]] = None,
+           gt_boxes: Optional[tf.Tensor] = None,
+           gt_classes: Optional[tf.Tensor] = None,
+           gt_masks: Optional[tf.Tensor] = None,
+           gt_outer_boxes: Optional[tf.Tensor] = None,
+           training: Optional[bool] = None) -> Mapping[str, Any]:
+    # Targets need ground truth. Keras traces call(training=True) without it
+    # when a built model is saved (SavedModel export); that is inference.
+    if gt_boxes is None:
+      training = False
+    outputs = dict(super().call(
+        images, image_shape, anchor_boxes=anchor_boxes, gt_boxes=gt_boxes,
+        gt_classes=gt_classes, gt_masks=gt_masks,
+        gt_outer_boxes=gt_outer_boxes, training=training))
     outputs.update(self._aux_outputs)
     self._aux_outputs = {}
     return outputs

@@ -41,8 +41,12 @@ def build_model(config: experiment_config.ExperimentConfig) -> tf_keras.Model:
                    [min(size.short_side), min(size.short_side)])
   stride = 2**config.model.max_level
   height, width = (-(-height // stride) * stride, -(-width // stride) * stride)
-  model(tf.zeros([1, height, width, 3]),
-        tf.constant([[float(height), float(width)]]), training=False)
+  # `call`, not `__call__`: the sublayers create their weights, and Keras
+  # records no input signature for the whole model, so a SavedModel export
+  # does not retrace it for Keras serialization (Model Garden's models are
+  # never called either before export).
+  model.call(tf.zeros([1, height, width, 3]),
+             tf.constant([[float(height), float(width)]]), training=False)
   return model
 
 
