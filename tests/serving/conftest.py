@@ -15,13 +15,11 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from official.vision.configs import backbones
-from official.vision.configs import decoders
-from official.vision.configs import maskrcnn as maskrcnn_cfg
-from official.vision.modeling import factory
 
 from tf_mtdet.config import data as data_config
+from tf_mtdet.config import model as model_config
 from tf_mtdet.data.parsers import two_stage
+from tf_mtdet.modeling import factory as model_factory
 from tf_mtdet.serving import adapters
 from tf_mtdet.serving import export
 
@@ -39,28 +37,27 @@ def make_parser() -> two_stage.TwoStageParser:
 
 
 def build_tiny_maskrcnn() -> tf_keras.Model:
-  """Model Garden's Mask R-CNN, shrunk until it traces and runs in seconds."""
-  config = maskrcnn_cfg.MaskRCNN(
+  """Our two-stage model (tf_mtdet factory), shrunk until it traces and runs in
+  seconds."""
+  config = model_config.TwoStageModel(
       num_classes=4, input_size=[INPUT_SIZE, INPUT_SIZE, 3], min_level=3,
-      max_level=MAX_LEVEL, include_mask=True,
-      backbone=backbones.Backbone(
-          type='resnet',
-          resnet=backbones.ResNet(model_id=18, depth_multiplier=0.25)),
-      decoder=decoders.Decoder(type='fpn', fpn=decoders.FPN(num_filters=16)),
-      rpn_head=maskrcnn_cfg.RPNHead(num_filters=16),
-      detection_head=maskrcnn_cfg.DetectionHead(
-          num_convs=0, num_filters=16, num_fcs=1, fc_dims=32),
-      roi_generator=maskrcnn_cfg.ROIGenerator(
-          pre_nms_top_k=100, num_proposals=20, test_pre_nms_top_k=100,
-          test_num_proposals=20),
-      detection_generator=maskrcnn_cfg.DetectionGenerator(
-          max_num_detections=5, pre_nms_score_threshold=0.0),
-      mask_head=maskrcnn_cfg.MaskHead(num_convs=1, num_filters=8),
-      norm_activation={'use_sync_bn': False})
+      max_level=MAX_LEVEL, include_mask=True)
+  config.override({
+      'backbone': {'type': 'resnet',
+                   'resnet': {'model_id': 18, 'depth_multiplier': 0.25}},
+      'decoder': {'type': 'fpn', 'fpn': {'num_filters': 16}},
+      'rpn_head': {'num_filters': 16},
+      'detection_head': {'num_convs': 0, 'num_filters': 16, 'num_fcs': 1,
+                         'fc_dims': 32},
+      'roi_generator': {'pre_nms_top_k': 100, 'num_proposals': 20,
+                        'test_pre_nms_top_k': 100, 'test_num_proposals': 20},
+      'detection_generator': {'max_num_detections': 5,
+                              'pre_nms_score_threshold': 0.0},
+      'mask_head': {'num_convs': 1, 'num_filters': 8},
+      'norm_activation': {'use_sync_bn': False},
+  })
   tf_keras.utils.set_random_seed(0)
-  return factory.build_maskrcnn(
-      tf_keras.layers.InputSpec(shape=[None, INPUT_SIZE, INPUT_SIZE, 3]),
-      config)
+  return model_factory.build_model(config)
 
 
 def _stub_masks(size: int = 28) -> np.ndarray:

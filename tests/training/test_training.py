@@ -15,6 +15,7 @@ import numpy as np
 from pycocotools.coco import COCO
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from tests import conftest as root
 from tests.training import conftest
@@ -164,7 +165,7 @@ def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
   expected_lr = float(state.lr_schedule(killed_at))
   lr_cfg = schedules.optimization_config(config.schedule, 4)
   assert expected_lr == pytest.approx(
-      float(tf.keras.optimizers.schedules.PiecewiseConstantDecay(
+      float(tf_keras.optimizers.schedules.PiecewiseConstantDecay(
           lr_cfg.learning_rate.stepwise.boundaries,
           lr_cfg.learning_rate.stepwise.values)(killed_at)))
 

@@ -15,7 +15,7 @@ from official.vision.modeling import factory as mg_factory
 
 from tf_mtdet.config import model as model_config
 from tf_mtdet.modeling import registry
-from tf_mtdet.modeling import standard_parts  # pylint: disable=unused-import
+from tf_mtdet.modeling import standard_parts  # noqa: F401  # registers the parts
 from tf_mtdet.modeling import two_stage
 
 
