@@ -270,3 +270,31 @@ def test_nan_guard_callback_unit():
   assert guard.failure is None and not guard.model.stop_training
   guard.on_train_batch_end(1, {'total_loss': float('inf'), 'mask_loss': 2.0})
   assert guard.model.stop_training and 'step 7' in guard.failure
+
+
+def test_mixed_bfloat16_trains_and_policy_is_restored(shapes_records,
+                                                     tmp_path):
+  overrides = conftest.tiny_overrides(
+      shapes_records, **{'schedule.total_steps': 3,
+                         'schedule.steps_per_epoch': 3,
+                         'runtime.mixed_precision': 'mixed_bfloat16',
+                         'runtime.strategy': 'one_device'})
+  code = textwrap.dedent(f"""
+      import math, tf_keras
+      from tf_mtdet.config import experiment
+      from tf_mtdet.training import train
+      config = experiment.load_config({conftest.TINY_CONFIG!r}, {overrides!r})
+      result = train.train(config, {str(tmp_path / 'model')!r}, verbose=0)
+      model = result['model']
+      print('COMPUTE', model.backbone.layers[2].compute_dtype)
+      print('VARIABLES', sorted({{v.dtype.name for v in
+                                  model.trainable_variables}}))
+      print('FINITE', all(math.isfinite(x)
+                          for x in result['history']['total_loss']))
+      print('POLICY', tf_keras.mixed_precision.global_policy().name)
+      """)
+  out = conftest.run_python(code).stdout
+  assert 'COMPUTE bfloat16' in out
+  assert "VARIABLES ['float32']" in out
+  assert 'FINITE True' in out
+  assert 'POLICY float32' in out

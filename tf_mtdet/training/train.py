@@ -84,13 +84,6 @@ def restore_init_checkpoint(model: tf_keras.Model, path: str,
   logging.info('initialised %s from %s', modules, path)
 
 
-def _mixed_precision(policy: str, optimizer):
-  if not policy:
-    return optimizer
-  tf_keras.mixed_precision.set_global_policy(policy)
-  if policy == 'mixed_float16':
-    return tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
-  return optimizer
 
 
 @dataclasses.dataclass
@@ -111,11 +104,15 @@ def build_training_state(config: experiment_config.ExperimentConfig,
   latest checkpoint in `write_dir` (exact resume: weights, optimizer slots and
   step, hence the learning rate) or the initial checkpoint."""
   runtime = config.runtime
+  if runtime.mixed_precision:
+    # Before the model is built: layers take their dtype policy then.
+    tf_keras.mixed_precision.set_global_policy(runtime.mixed_precision)
   with strategy.scope():
     model = build_model(config)
     optimizer, lr_schedule = schedules.build_optimizer(
         config.schedule, config.train_data.global_batch_size)
-    optimizer = _mixed_precision(runtime.mixed_precision, optimizer)
+    if runtime.mixed_precision == 'mixed_float16':
+      optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
     _ = optimizer.iterations  # created now, so a restore sets it at once
     trainer = trainer_lib.DetectionTrainer(model, build_loss(config))
     trainer.compile(optimizer=optimizer, run_eagerly=runtime.run_eagerly)
@@ -161,6 +158,21 @@ def train(config: experiment_config.ExperimentConfig, model_dir: str,
   global_batch = config.train_data.global_batch_size
   steps_per_epoch = schedules.steps_per_epoch(config.schedule, global_batch)
   total_steps = schedules.total_steps(config.schedule, global_batch)
+  previous_policy = tf_keras.mixed_precision.global_policy()
+  try:
+    return _fit(config, strategy, chief, write_dir, steps_per_epoch,
+                total_steps, verbose)
+  finally:
+    # Models built later in this process (evaluation, export) are float32.
+    tf_keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _fit(config: experiment_config.ExperimentConfig,
+         strategy: tf.distribute.Strategy, chief: bool, write_dir: str,
+         steps_per_epoch: int, total_steps: int, verbose: int
+         ) -> dict[str, Any]:
+  """The body of `train` once the strategy and directories are set."""
+  runtime = config.runtime
   state = build_training_state(config, strategy, write_dir)
   trainer, optimizer, manager = state.trainer, state.optimizer, state.manager
   resumed_from = state.resumed_from

@@ -55,6 +55,10 @@ class DetectionTrainer(tf_keras.Model):
   def _compute_losses(self, images, labels, training: bool) -> dict[str, tf.Tensor]:
     outputs = self.model(images, **model_inputs(labels, True),
                          training=training)
+    # Under a mixed precision policy the heads emit float16/bfloat16.
+    outputs = tf.nest.map_structure(
+        lambda x: tf.cast(x, tf.float32) if x.dtype.is_floating else x,
+        outputs)
     losses = self.loss_fn(outputs, labels)
     l2 = (tf.add_n([tf.cast(x, tf.float32) for x in self.model.losses])
           if self.model.losses else tf.constant(0.0))
