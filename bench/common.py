@@ -38,6 +38,7 @@ def bench_config(config_path: str, overrides: list[str], pattern: str,
                  size: int, batch: int) -> experiment.ExperimentConfig:
   return experiment.load_config(config_path, [
       'model.num_classes=4',
+      f'model.input_size=[{size}, {size}, 3]',
       f'train_data.input_path={pattern}',
       f'train_data.global_batch_size={batch}',
       'train_data.shuffle_buffer_size=1',
