@@ -10,9 +10,27 @@ pooler, head or dense auxiliary head is a new module plus a name here).
 import dataclasses
 from typing import List
 
+from official.modeling import hyperparams
 from official.vision.configs import backbones
 from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_cfg
+
+
+@dataclasses.dataclass
+class BottomUpFPN(hyperparams.Config):
+  """SA-FPN paper's BU-FPN (Fig. 2b), or BUF-FPN (Fig. 2c) with fuse_deeper."""
+  num_filters: int = 256
+  fuse_deeper: bool = False
+  use_norm: bool = True
+
+
+@dataclasses.dataclass
+class ScaleAwareFPN(hyperparams.Config):
+  """TD-FPN fused with the bottom-up FPN: 'concat' (SA-FPN) or 'add'."""
+  num_filters: int = 256
+  fusion: str = 'concat'
+  fuse_deeper: bool = True
+  use_norm: bool = True
 
 
 @dataclasses.dataclass
@@ -20,9 +38,12 @@ class Neck(decoders.Decoder):
   """The neck: Model Garden decoders ('fpn', ...) plus ours, picked by `type`.
 
   Our necks register with Model Garden's decoder registry and add their config
-  field here, so `decoders.factory.build_decoder` builds either.
+  field here, so `decoders.factory.build_decoder` builds either:
+  'bu_fpn' (BU-FPN / BUF-FPN), 'sa_fpn' (SA-FPN / TD-FPN add BUF-FPN).
   """
   type: str = 'fpn'
+  bu_fpn: BottomUpFPN = dataclasses.field(default_factory=BottomUpFPN)
+  sa_fpn: ScaleAwareFPN = dataclasses.field(default_factory=ScaleAwareFPN)
 
 
 @dataclasses.dataclass

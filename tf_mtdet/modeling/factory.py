@@ -14,6 +14,7 @@ import tf_keras
 from official.vision.modeling import factory as mg_factory
 
 from tf_mtdet.config import model as model_config
+from tf_mtdet.modeling import necks  # noqa: F401  # registers the necks
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling import standard_parts  # noqa: F401  # registers the parts
 from tf_mtdet.modeling import two_stage
