@@ -1,0 +1,1 @@
+"""RoI heads and RoI-feature blocks added by the papers."""
