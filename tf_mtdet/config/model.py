@@ -79,6 +79,26 @@ class MaskRoIPooler(maskrcnn_cfg.MaskROIAligner):
 
 
 @dataclasses.dataclass
+class EJHead(hyperparams.Config):
+  """EJ-Head switches (SA-FPN/EJ-Head Table 4 and 5).
+
+  Attributes:
+    interleaving: Train the mask branch on the box head's refined boxes
+      re-matched to ground truth (IoU >= interleaving_iou).
+    interleaving_iou: Mask positive threshold for interleaving.
+    enriched_feature: The box head pools 14x14 RoI features, not 7x7.
+    boundary_refinement: Block on the joint RoI pathway shared by the box and
+      mask branches: 'none', 'conv1', 'conv2', 'conv3', 'residual'.
+    zero_init_refinement: Start the residual block as the identity.
+  """
+  interleaving: bool = False
+  interleaving_iou: float = 0.5
+  enriched_feature: bool = False
+  boundary_refinement: str = 'none'
+  zero_init_refinement: bool = False
+
+
+@dataclasses.dataclass
 class TwoStageModel(maskrcnn_cfg.MaskRCNN):
   """Two-stage model config (Model Garden's `MaskRCNN` plus the seams above).
 
@@ -87,6 +107,7 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
       outputs join the model outputs, their fused features feed the RoI heads).
     feature_fusion: Builder that fuses the auxiliary heads' features into the
       pyramid ('' when there is nothing to fuse).
+    ej_head: EJ-Head switches (all off: plain Mask R-CNN heads).
   """
   num_classes: int = 91
   input_size: List[int] = dataclasses.field(
@@ -103,4 +124,5 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
       default_factory=MaskRoIPooler)
   dense_aux_heads: List[str] = dataclasses.field(default_factory=list)
   feature_fusion: str = ''
+  ej_head: EJHead = dataclasses.field(default_factory=EJHead)
 

@@ -16,6 +16,8 @@ import tf_keras
 
 from official.vision.modeling import maskrcnn_model
 
+from tf_mtdet.modeling.heads import interleaving as interleaving_lib
+
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
 class TwoStageModel(maskrcnn_model.MaskRCNNModel):
@@ -35,6 +37,8 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
                *args,
                dense_aux_heads: Optional[Mapping[str, tf_keras.layers.Layer]] = None,
                feature_fusion: Optional[tf_keras.layers.Layer] = None,
+               interleaving: bool = False,
+               interleaving_iou: float = 0.5,
                **kwargs):
     """Initializes the model.
 
@@ -43,6 +47,9 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
       dense_aux_heads: Name -> layer mapping the pyramid to a dict of outputs.
       feature_fusion: Layer `(features, {name: outputs}) -> features`; needs
         `dense_aux_heads`.
+      interleaving: EJ-Head Interleaving: in training the mask branch gets the
+        last box stage's refined boxes re-matched to ground truth.
+      interleaving_iou: IoU for a refined box to be a mask positive.
       **kwargs: Model Garden `MaskRCNNModel` keyword arguments.
     """
     super().__init__(*args, **kwargs)
@@ -51,8 +58,11 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
       raise ValueError('feature_fusion needs dense_aux_heads to fuse')
     self.feature_fusion = feature_fusion
     self._config_dict.update(dense_aux_heads=self.dense_aux_heads,
-                             feature_fusion=feature_fusion)
+                             feature_fusion=feature_fusion,
+                             interleaving=interleaving,
+                             interleaving_iou=interleaving_iou)
     self._aux_outputs: dict[str, Any] = {}
+    self._groundtruth: tuple[Any, ...] = ()
 
   def _get_backbone_and_decoder_features(self, images):
     backbone_features, features = super()._get_backbone_and_decoder_features(
@@ -80,13 +90,36 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
     # when a built model is saved (SavedModel export); that is inference.
     if gt_boxes is None:
       training = False
+    # For interleaving, within the same trace (Model Garden's mask path only
+    # receives the sampler's matches).
+    self._groundtruth = (gt_boxes, gt_classes, image_shape)
     outputs = dict(super().call(
         images, image_shape, anchor_boxes=anchor_boxes, gt_boxes=gt_boxes,
         gt_classes=gt_classes, gt_masks=gt_masks,
         gt_outer_boxes=gt_outer_boxes, training=training))
     outputs.update(self._aux_outputs)
-    self._aux_outputs = {}
+    self._aux_outputs, self._groundtruth = {}, ()
     return outputs
+
+  def _call_mask_outputs(self, model_box_outputs, features, current_rois,
+                         matched_gt_indices, matched_gt_boxes,
+                         matched_gt_classes, gt_masks, training=None):
+    if training and self._config_dict['interleaving']:
+      gt_boxes, gt_classes, image_shape = self._groundtruth
+      stage = len(self.roi_sampler) - 1
+      suffix = f'_{stage}' if stage else ''
+      current_rois = interleaving_lib.refine_boxes(
+          model_box_outputs['box_outputs' + suffix],
+          model_box_outputs['class_outputs' + suffix], current_rois,
+          image_shape, self._cascade_layer_to_weights[stage],
+          self._config_dict['class_agnostic_bbox_pred'])
+      matched_gt_boxes, matched_gt_classes, matched_gt_indices = (
+          interleaving_lib.match_to_groundtruth(
+              current_rois, gt_boxes, gt_classes,
+              self._config_dict['interleaving_iou']))
+    return super()._call_mask_outputs(
+        model_box_outputs, features, current_rois, matched_gt_indices,
+        matched_gt_boxes, matched_gt_classes, gt_masks, training=training)
 
   @property
   def checkpoint_items(self):
