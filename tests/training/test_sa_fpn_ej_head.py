@@ -1,0 +1,119 @@
+"""SA-FPN + EJ-Head: Table 2 parameter deltas, Enriched Feature, and the full
+model trained, exported and served."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import conftest as root
+from tests.training import conftest
+from tf_mtdet.config import experiment
+from tf_mtdet.modeling import factory
+from tf_mtdet.serving import adapters
+from tf_mtdet.serving import exporter
+from tf_mtdet.serving import predict
+from tf_mtdet.training import train
+
+CONFIGS = os.path.join(root.REPO_ROOT, 'configs', 'sa_fpn_ej_head')
+# The Table 2 configs, narrowed so they build in seconds; the deltas are the
+# same formulas at F = 256, fc_dims = 1024 (configs/sa_fpn_ej_head/README.md).
+F = 32  # pyramid channels
+FC = 64  # box head FC width
+CONV3 = 9 * F * F + F
+NARROW = ['model.backbone.resnet.model_id=18',
+          f'model.decoder.fpn.num_filters={F}',
+          f'model.decoder.sa_fpn.num_filters={F}',
+          f'model.rpn_head.num_filters={F}', f'model.mask_head.num_filters={F}',
+          f'model.detection_head.fc_dims={FC}']
+
+
+def _params(name: str, *overrides: str) -> int:
+  config = experiment.load_config(os.path.join(CONFIGS, name), [
+      'model.num_classes=81', *NARROW, *overrides])
+  model = factory.build_model(config.model)
+  model.call(tf.zeros([1, 64, 64, 3]), tf.constant([[64.0, 64.0]]),
+             training=False)
+  return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+def _sa_fpn_delta(backbone_channels) -> int:
+  laterals = sum(c * F + F for c in backbone_channels)
+  down = 3 * (CONV3 + 2 * F)      # levels 3-5, conv + BN
+  outputs = 4 * (CONV3 + 2 * F)   # levels 2-5, conv + BN
+  fuse = 5 * (2 * F * F + F)      # levels 2-6, 1x1 over the concat
+  return laterals + down + outputs + fuse
+
+
+ENRICHED_FC = (14 * 14 - 7 * 7) * F * FC  # the 2fc head's first FC grows
+BOUNDARY_REFINEMENT = 2 * CONV3            # one block, shared by both branches
+
+
+def test_table2_parameter_deltas_match_the_design():
+  r18 = (64, 128, 256, 512)
+  base = _params('mask_rcnn_r50_td_fpn_1x_coco.yaml')
+  assert _params('mask_rcnn_r50_sa_fpn_1x_coco.yaml') - base == (
+      _sa_fpn_delta(r18))
+  assert _params('mask_rcnn_r50_fpn_ej_head_1x_coco.yaml') - base == (
+      ENRICHED_FC + BOUNDARY_REFINEMENT)
+  assert _params('mask_rcnn_r50_sa_fpn_ej_head_1x_coco.yaml') - base == (
+      _sa_fpn_delta(r18) + ENRICHED_FC + BOUNDARY_REFINEMENT)
+  cascade = _params('cascade_mask_rcnn_r50_fpn_1x_coco.yaml')
+  assert _params('cascade_mask_rcnn_r50_sa_fpn_ej_head_1x_coco.yaml') - (
+      cascade) == (_sa_fpn_delta(r18) + 3 * ENRICHED_FC +
+                   BOUNDARY_REFINEMENT)
+
+
+def test_enriched_feature_feeds_14x14_roi_features_to_the_box_head():
+  for enriched, crop in ((False, 7), (True, 14)):
+    config = experiment.load_config(
+        os.path.join(root.REPO_ROOT, 'configs', 'mask_rcnn',
+                     'mask_rcnn_tiny_shapes.yaml'),
+        [f'model.ej_head.enriched_feature={str(enriched).lower()}',
+         'model.ej_head.boundary_refinement=residual'])
+    model = factory.build_model(config.model)
+    model.call(tf.zeros([1, 64, 64, 3]), tf.constant([[64.0, 64.0]]),
+               training=False)
+    features = {str(l): tf.zeros([1, 64 // 2**l, 64 // 2**l, 64])
+                for l in range(2, 6)}
+    pooled = model.roi_aligner(features, tf.constant([[[0., 0., 32., 32.]]]))
+    assert pooled.shape == (1, 1, crop, crop, 64)
+    first_fc = model.detection_head[0].trainable_weights[0]
+    assert first_fc.shape == (crop * crop * 64, 256)
+    # The box and the mask pathways share one refinement block.
+    assert model.roi_aligner.refinement is model.mask_roi_aligner.refinement
+
+
+def test_full_model_trains_exports_and_serves(shapes_records, tmp_path):
+  overrides = conftest.tiny_overrides(shapes_records, **{
+      'schedule.total_steps': 30, 'schedule.steps_per_epoch': 10,
+      'model.decoder.type': 'sa_fpn',
+      'model.decoder.sa_fpn.num_filters': 64,
+      'model.ej_head.interleaving': 'true',
+      'model.ej_head.enriched_feature': 'true',
+      'model.ej_head.boundary_refinement': 'residual',
+      'runtime.strategy': 'one_device'})
+  config = experiment.load_config(conftest.TINY_CONFIG, overrides)
+  model_dir = str(tmp_path / 'model')
+  result = train.train(config, model_dir, verbose=0)
+  losses = result['history']['total_loss']
+  assert len(losses) == 3 and all(np.isfinite(losses))
+  assert losses[-1] < losses[0]
+  version_dir = exporter.export_checkpoint(config, model_dir,
+                                           str(tmp_path / 'export'))
+  loaded = adapters.load(str(tmp_path / 'export'))
+  image = os.path.join(os.path.dirname(shapes_records), 'shapes_val',
+                       'images', 'shapes_000000.jpg')
+  detections = predict.predict_image(loaded, image, score_threshold=0.0)
+  assert detections['boxes'].shape[1] == 4
+  assert detections['image_size'] == (256, 320)
+  assert os.path.basename(version_dir) == '1'
+
+
+@pytest.mark.parametrize('name', sorted(os.listdir(CONFIGS)))
+def test_every_table_config_loads(name):
+  if name.endswith('.yaml'):
+    config = experiment.load_config(os.path.join(CONFIGS, name))
+    assert config.model.ej_head.boundary_refinement in (
+        'none', 'conv1', 'conv2', 'conv3', 'residual')
