@@ -9,6 +9,9 @@ masks); Model Garden's returns resized-image boxes. Prints median latency,
 peak RSS and the ratio (ours / Model Garden; goal <= 1.0).
 
   python bench/inference.py [--model-id 50] [--size 512] [--runs 20]
+
+With `--against BASE.yaml`, compares our `--config` export to our BASE
+config's export instead of Model Garden's.
 """
 
 import argparse
@@ -37,7 +40,10 @@ def _export(impl: str, args, export_dir: str) -> None:
   tf_keras.utils.set_random_seed(0)
   config = common.bench_config(args.config, args.set, args.pattern, args.size,
                                1)
-  if impl == 'ours':
+  if impl == 'base':
+    config = common.bench_config(args.against, args.set, args.pattern,
+                                 args.size, 1)
+  if impl in ('ours', 'base'):
     module = export_lib.ServingModule(
         train.build_model(config),
         two_stage.build_parser(config.eval_data.parser, config.anchor()),
@@ -89,6 +95,8 @@ def main() -> int:
   p.add_argument('--size', type=int, default=512)
   p.add_argument('--runs', type=int, default=20)
   p.add_argument('--full-image-masks', action='store_true')
+  p.add_argument('--against', help='compare with this config of ours '
+                 'instead of Model Garden')
   p.add_argument('--child', help=argparse.SUPPRESS)
   p.add_argument('--impl', help=argparse.SUPPRESS)
   p.add_argument('--phase', help=argparse.SUPPRESS)
@@ -109,8 +117,11 @@ def main() -> int:
     base += ['--full-image-masks'] if args.full_image_masks else []
     for s in args.set[1:]:
       base += ['--set', s]
+    reference = 'base' if args.against else 'mg'
+    if args.against:
+      base += ['--against', args.against]
     results = {}
-    for impl in ('mg', 'ours'):
+    for impl in (reference, 'ours'):
       common.run_child(__file__, [*base, '--impl', impl, '--phase', 'export'])
       results[impl] = common.run_child(
           __file__, [*base, '--impl', impl, '--phase', 'serve'])
@@ -119,12 +130,15 @@ def main() -> int:
         f'{args.size}x{args.size}, batch 1, {args.runs} timed calls, '
         f'full-image masks {"on" if args.full_image_masks else "off"}, '
         f'{os.cpu_count()} CPUs')
-  for impl, name in (('ours', 'tf_mtdet'), ('mg', 'model_garden')):
+  names = {'ours': os.path.basename(args.config),
+           reference: (os.path.basename(args.against) if args.against else
+                       'model_garden')}
+  for impl in ('ours', reference):
     r = results[impl]
-    print(f'{name:>13}: median {1000 * r["median_s"]:.0f} ms (min '
+    print(f'{names[impl]:>45}: median {1000 * r["median_s"]:.0f} ms (min '
           f'{1000 * r["min_s"]:.0f}), peak RSS {r["peak_rss_mib"]:.0f} MiB')
-  print(f'ratio tf_mtdet / model_garden latency: '
-        f'{results["ours"]["median_s"] / results["mg"]["median_s"]:.2f}x')
+  print(f'ratio {names["ours"]} / {names[reference]} latency: '
+        f'{results["ours"]["median_s"] / results[reference]["median_s"]:.2f}x')
   return 0
 
 

@@ -8,6 +8,9 @@ resident memory is that implementation's. Prints median step time, peak RSS
 and the ratios (ours / Model Garden; goal <= 1.0).
 
   python bench/train_step.py [--model-id 50] [--size 512] [--batch 2]
+
+With `--against BASE.yaml`, compares our `--config` to our BASE config instead
+(e.g. SA-FPN + EJ-Head vs the Mask R-CNN baseline).
 """
 
 import argparse
@@ -40,7 +43,10 @@ def _child(out_path: str, impl: str, args) -> None:
   batches = list(pipeline.two_stage_dataset(
       config.train_data, config.anchor()).take(args.steps + args.warmup))
   optimizer = tf_keras.optimizers.legacy.SGD(0.001, momentum=0.9)
-  if impl == 'ours':
+  if impl == 'base':
+    config = common.bench_config(args.against, args.set, args.pattern,
+                                 args.size, args.batch)
+  if impl in ('ours', 'base'):
     model = factory.build_model(config.model, config.schedule.weight_decay)
     trainer = trainer_lib.DetectionTrainer(model, train.build_loss(config))
     trainer.compile(optimizer=optimizer)
@@ -76,7 +82,10 @@ def main() -> int:
   p.add_argument('--steps', type=int, default=8)
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--child', help=argparse.SUPPRESS)
-  p.add_argument('--impl', choices=('ours', 'mg'), help=argparse.SUPPRESS)
+  p.add_argument('--against', help='compare with this config of ours '
+                 'instead of Model Garden')
+  p.add_argument('--impl', choices=('ours', 'mg', 'base'),
+                 help=argparse.SUPPRESS)
   p.add_argument('--pattern', help=argparse.SUPPRESS)
   args = p.parse_args()
   args.set = [f'model.backbone.resnet.model_id={args.model_id}', *args.set]
@@ -91,20 +100,27 @@ def main() -> int:
                   '--model-id', str(args.model_id)]
     for s in args.set[1:]:
       child_args += ['--set', s]
+    reference = 'base' if args.against else 'mg'
+    if args.against:
+      child_args += ['--against', args.against]
     results = {impl: common.run_child(__file__, [*child_args, '--impl', impl])
-               for impl in ('mg', 'ours')}
+               for impl in (reference, 'ours')}
   print(f'train step, {os.path.basename(args.config)} with ResNet-'
         f'{args.model_id}, {args.size}x{args.size}, batch {args.batch}, '
         f'{args.steps} timed steps, {os.cpu_count()} CPUs')
-  for impl, name in (('ours', 'tf_mtdet'), ('mg', 'model_garden')):
+  names = {'ours': os.path.basename(args.config),
+           reference: (os.path.basename(args.against) if args.against else
+                       'model_garden')}
+  for impl in ('ours', reference):
     r = results[impl]
-    print(f'{name:>13}: median {1000 * r["median_s"]:.0f} ms/step (min '
+    print(f'{names[impl]:>45}: median {1000 * r["median_s"]:.0f} ms/step (min '
           f'{1000 * r["min_s"]:.0f}), peak RSS {r["peak_rss_mib"]:.0f} MiB, '
           f'{r["params"] / 1e6:.2f}M params')
-  ours, mg = results['ours'], results['mg']
-  print(f'ratio tf_mtdet / model_garden: step time '
-        f'{ours["median_s"] / mg["median_s"]:.2f}x, peak memory '
-        f'{ours["peak_rss_mib"] / mg["peak_rss_mib"]:.2f}x')
+  ours, ref = results['ours'], results[reference]
+  print(f'ratio {names["ours"]} / {names[reference]}: step time '
+        f'{ours["median_s"] / ref["median_s"]:.2f}x, peak memory '
+        f'{ours["peak_rss_mib"] / ref["peak_rss_mib"]:.2f}x, parameters '
+        f'{ours["params"] / ref["params"]:.2f}x')
   return 0
 
 
