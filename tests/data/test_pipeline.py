@@ -193,9 +193,8 @@ def test_distribute_datasets_from_function_two_replicas(coco128_shards,
       cfg = data_config.DataConfig(input_path={coco128_shards!r} + '-*.tfrecord',
                                    global_batch_size=4, is_training=True)
       cfg.parser.output_size = [128, 160]
-      ds = pipeline.distributed_dataset(
-          strategy, lambda ctx: pipeline.two_stage_dataset(cfg,
-                                                            input_context=ctx))
+      ds = strategy.distribute_datasets_from_function(
+          lambda ctx: pipeline.two_stage_dataset(cfg, input_context=ctx))
       images, labels = next(iter(ds))
       per_replica = strategy.experimental_local_results(images)
       print('REPLICAS', len(per_replica), [tuple(x.shape) for x in per_replica])

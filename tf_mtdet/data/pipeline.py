@@ -6,7 +6,7 @@ parallel decode+parse, batching to the per-replica batch size, prefetch, all
 AUTOTUNE. This module picks the decoder and parser from the config.
 """
 
-from typing import Callable, Optional
+from typing import Optional
 
 import tensorflow as tf
 
@@ -54,9 +54,3 @@ def two_stage_dataset(config: data_config.DataConfig,
       parser_fn=parser.parse_fn(config.is_training))
   return reader.read(input_context=input_context)
 
-
-def distributed_dataset(strategy: tf.distribute.Strategy,
-                        dataset_fn: Callable[[tf.distribute.InputContext],
-                                             tf.data.Dataset]):
-  """Per-replica datasets for `strategy` (each replica gets its own pipeline)."""
-  return strategy.distribute_datasets_from_function(dataset_fn)

@@ -137,7 +137,7 @@ def train(config: experiment_config.ExperimentConfig, model_dir: str,
 
   Returns:
     {'history': per-epoch logs, 'step': final optimizer step,
-     'resumed_from': checkpoint path or None}.
+     'resumed_from': checkpoint path or None, 'model': the trained model}.
 
   Raises:
     callbacks.NonFiniteLossError: a loss became NaN/Inf (the last good
