@@ -47,3 +47,38 @@ def test_residual_is_input_plus_two_convs_by_hand():
   np.testing.assert_allclose(block(x).numpy(), expected, rtol=1e-6)
   with pytest.raises(ValueError, match='variant'):
     br.BoundaryRefinement('conv4')
+
+
+@pytest.mark.parametrize('variant,depth', [('conv1', 1), ('conv2', 2),
+                                           ('conv3', 3)])
+def test_stacked_variants_by_hand(variant, depth):
+  """Each conv multiplies by 2 at the centre tap and adds -0.5, then ReLU:
+  conv_n applies relu(2x - 0.5) n times."""
+  x = _features((1, 2, 5, 5, 2))
+  block = br.BoundaryRefinement(variant)
+  block(x)
+  for conv in block._convs:  # pylint: disable=protected-access
+    kernel = np.zeros(conv.kernel.shape, np.float32)
+    kernel[1, 1] = np.eye(2) * 2.0
+    conv.set_weights([kernel, np.full(conv.bias.shape, -0.5, np.float32)])
+  expected = x.numpy()
+  for _ in range(depth):
+    expected = np.maximum(2 * expected - 0.5, 0)
+  np.testing.assert_allclose(block(x).numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('variant,reach', [('conv1', 1), ('conv2', 2),
+                                           ('conv3', 3), ('residual', 2)])
+def test_receptive_field_grows_one_pixel_per_conv(variant, reach):
+  """An impulse at the centre of a 9x9 RoI reaches `reach` pixels out with
+  all-positive kernels: 3x3, 5x5, 7x7 for conv1/2/3."""
+  x = np.zeros((1, 1, 9, 9, 1), np.float32)
+  x[0, 0, 4, 4] = 1.0
+  block = br.BoundaryRefinement(variant)
+  block(tf.constant(x))
+  for conv in block._convs:  # pylint: disable=protected-access
+    conv.set_weights([np.ones(conv.kernel.shape, np.float32),
+                      np.zeros(conv.bias.shape, np.float32)])
+  rows, cols = np.nonzero(block(tf.constant(x)).numpy()[0, 0, :, :, 0])
+  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (
+      4 - reach, 4 + reach, 4 - reach, 4 + reach)

@@ -138,3 +138,40 @@ def test_necks_round_trip_config_and_build_in_model():
               training=False)
   assert isinstance(model.decoder, sa_fpn.ScaleAwareFPN)
   assert out['detection_boxes'].shape[-1] == 4
+
+
+def test_sa_fpn_fuses_the_two_paths_as_configured():
+  """'add': P_l = TD_l + BU_l; 'concat': P_l = 1x1 conv of [TD_l, BU_l]
+  (computed here with numpy from the fuse conv's weights)."""
+  specs = _specs()
+  inputs = _inputs(specs, seed=3)
+  outs = {}
+  for fusion in ('add', 'concat'):
+    neck = sa_fpn.ScaleAwareFPN(specs, num_filters=8, fusion=fusion,
+                                use_norm=False)
+    out = neck(inputs)
+    td, bu = neck.top_down(inputs), neck.bottom_up(inputs)
+    for level in ('2', '4', '6'):
+      t, b = td[level].numpy(), bu[level].numpy()
+      if fusion == 'add':
+        np.testing.assert_allclose(out[level], t + b, rtol=1e-5, atol=1e-5)
+      else:
+        kernel, bias = neck.get_layer(f'fuse_{level}').get_weights()
+        expected = np.einsum('bhwc,cd->bhwd', np.concatenate([t, b], -1),
+                             kernel[0, 0]) + bias
+        np.testing.assert_allclose(out[level], expected, rtol=1e-4,
+                                   atol=1e-4)
+        assert not np.allclose(out[level], t + b, atol=1e-3)
+    outs[fusion] = neck
+  # A concat whose 1x1 conv is [I; I] is exactly the add.
+  concat = outs['concat']
+  for level in range(2, 7):
+    fuse = concat.get_layer(f'fuse_{level}')
+    eye = np.eye(8, dtype=np.float32)
+    fuse.set_weights([np.concatenate([eye, eye])[None, None],
+                      np.zeros(8, np.float32)])
+  td, bu = concat.top_down(inputs), concat.bottom_up(inputs)
+  out = concat(inputs)
+  for level in map(str, range(2, 7)):
+    np.testing.assert_allclose(out[level], td[level] + bu[level], rtol=1e-5,
+                               atol=1e-5)
