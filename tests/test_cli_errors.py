@@ -208,6 +208,15 @@ CASES = [
          r'detection example: it lacks image/encoded, .*image/object/class/'
          r'label \(its keys: image/raw, label\); rebuild with tf-mtdet '
          r'build-tfrecord'),
+    Case('train_shards_without_masks',
+         lambda w: _train(w, f'train_data.input_path={w.good}/train-*.tfrecord'),
+         r'train_data.input_path: {w.good__train-00000-of-00002.tfrecord}: '
+         r'record 0 has instances but no masks \(image/object/mask\), and the '
+         r'model trains a mask branch: build the shards with --include-masks '
+         r'\(--box-masks for box-only data such as VOC\), or turn the mask '
+         r'branch off; rebuild with tf-mtdet build-tfrecord --format coco '
+         r'--annotations {w.annotations_json} --images {w.images} --output '
+         r'{w.good__train} --num-shards 2'),
     Case('train_json_as_shard',
          lambda w: _train(w, f'train_data.input_path={w.good}/train-*'),
          r'train_data.input_path: {w.good__train-annotations.json}: not a '

@@ -46,7 +46,8 @@ def _add_build_tfrecord(sub) -> None:
                  'instances (image/segmentation/class/encoded)')
   p.add_argument('--box-masks', action='store_true',
                  help='instances without a segmentation (all of them for VOC) '
-                 'get their box filled as a coarse mask')
+                 'get their box filled as a coarse mask (implies '
+                 '--include-masks)')
   p.add_argument('--max-image-pixels', type=int,
                  default=image_size.DEFAULT_MAX_IMAGE_PIXELS,
                  help='skip images declaring more pixels (width x height, '
@@ -81,7 +82,8 @@ def _run_build_tfrecord(args: argparse.Namespace) -> int:
     source = builder.read_voc(args.voc_root, log, split_file=args.split,
                               class_names=classes)
   options = builder.EncodeOptions(
-      include_masks=args.include_masks, semantic=args.semantic,
+      include_masks=args.include_masks or args.box_masks,
+      semantic=args.semantic,
       box_masks=args.box_masks,
       category_names={c.id: c.name for c in source.categories},
       max_image_pixels=args.max_image_pixels)

@@ -379,3 +379,29 @@ def test_crowd_rle_matches_pycocotools():
                              'counts': rle['counts'].decode()}):
     inst = records.Instance(1, 1, (0, 0, 30, 20), 1.0, True, seg)
     np.testing.assert_array_equal(encode.instance_mask(inst, 20, 30), m)
+
+
+def test_voc_difficult_spellings(tmp_path, capsys):
+  """No tag is 0; '1.0' and 'true' are 1 (exporters write them); anything
+  else is reported naming the object, not read as 0."""
+  root = tmp_path / 'voc'
+  _write_voc(root, [('cat', '1.0', (1, 1, 20, 20)),
+                    ('cat', 'true', (22, 1, 40, 20)),
+                    ('cat', '0.0', (1, 22, 20, 39)),
+                    ('cat', 'maybe', (30, 22, 50, 39))])
+  xml = root / 'Annotations' / 'a.xml'
+  # A fifth object without a <difficult> tag.
+  xml.write_text(xml.read_text().replace(
+      '</annotation>', '<object><name>cat</name><bndbox><xmin>42</xmin>'
+      '<ymin>2</ymin><xmax>58</xmax><ymax>12</ymax></bndbox></object>'
+      '</annotation>'))
+  prefix = str(tmp_path / 'out' / 'voc')
+  assert _build('--format', 'voc', '--voc-root', str(root), '--classes',
+                'cat', '--output', prefix) == 0
+  err = capsys.readouterr().err
+  assert "a.xml: object 3" in err and "'maybe'" in err
+  gt = json.load(open(prefix + '-annotations.json'))
+  assert [a.get('difficult', 0) for a in gt['annotations']] == [1, 1, 0, 0]
+  ex = tf.train.Example.FromString(_examples(prefix)[0])
+  assert list(ex.features.feature['image/object/attribute/difficult']
+              .int64_list.value) == [1, 1, 0, 0]

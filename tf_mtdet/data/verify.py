@@ -145,6 +145,17 @@ def check_example_keys(raw: bytes) -> Optional[str]:
           f'(its keys: {shown or "none"})')
 
 
+def _missing_masks(raw: bytes) -> Optional[str]:
+  feature = tf.train.Example.FromString(raw).features.feature
+  labels = feature['image/object/class/label'].int64_list.value
+  if labels and 'image/object/mask' not in feature:
+    return ('record 0 has instances but no masks (image/object/mask), and '
+            'the model trains a mask branch: build the shards with '
+            '--include-masks (--box-masks for box-only data such as VOC), or '
+            'turn the mask branch off')
+  return None
+
+
 # Build summaries ------------------------------------------------------------
 
 def summary_path_for(shard: str) -> Optional[str]:
@@ -259,13 +270,16 @@ def _shard_error(field: str, shard: str, problem: str,
                     f'{rebuild_hint(shard, summary)}')
 
 
-def check_shards(input_path: str, field: str = 'train_data.input_path'
-                 ) -> List[str]:
+def check_shards(input_path: str, field: str = 'train_data.input_path',
+                 needs_masks: bool = False) -> List[str]:
   """Checks the shards an input path names, without reading their data.
 
   Args:
     input_path: File pattern(s), comma separated.
     field: The config field it came from, named in messages.
+    needs_masks: The model trains on instance masks: a first record with
+      instances but no `image/object/mask` is refused (the shards were built
+      without `--include-masks`).
 
   Returns:
     The shard files.
@@ -279,6 +293,7 @@ def check_shards(input_path: str, field: str = 'train_data.input_path'
   files = list_shards(input_path, field)
   cache: dict = {}
   total = 0
+  firsts = []  # (shard, its first record, summary): the content check's.
   for shard in files:
     expected = _expected(shard, cache)
     problem = _against_summary(shard, expected)
@@ -293,11 +308,18 @@ def check_shards(input_path: str, field: str = 'train_data.input_path'
         problem = check_example_keys(first)
         if problem:
           problem = f'record 0: {problem}'
+        elif needs_masks and not firsts:
+          firsts.append((shard, first, expected.summary))
     if problem:
       raise _shard_error(field, shard, problem, expected.summary)
   if not total:
     raise ShardError(f'{field}: {input_path!r}: the {len(files)} shard(s) '
                      'hold no record')
+  # What the records hold, once every file is known to be sound.
+  for shard, first, summary in firsts:
+    problem = _missing_masks(first)
+    if problem:
+      raise _shard_error(field, shard, problem, summary)
   return files
 
 
@@ -343,8 +365,13 @@ def experiment_inputs(config: Any, training: bool) -> dict:
 
 def check_experiment_inputs(config: Any, training: bool) -> None:
   """`check_shards` for every input of `experiment_inputs`."""
+  from tf_mtdet import families  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.data import augment  # pylint: disable=g-import-not-at-top
+  needs_masks = training and (
+      augment.MASKS in families.get(config).augmentation_needs())
   for field, input_path in experiment_inputs(config, training).items():
-    check_shards(input_path, field)
+    check_shards(input_path, field,
+                 needs_masks=needs_masks and field == 'train_data.input_path')
 
 
 # Words of the input pipeline's own InvalidArgumentErrors (parsing and

@@ -33,6 +33,21 @@ def _text(node: Optional[ET.Element], tag: str) -> Optional[str]:
   return child.text.strip() if child is not None and child.text else None
 
 
+def _difficult(obj: ET.Element) -> Optional[bool]:
+  """The object's `difficult` flag: absent is 0; exporters write '1', '1.0'
+  or 'true'. None for anything else."""
+  text = _text(obj, 'difficult')
+  if text is None:
+    return False
+  if text.lower() in ('true', 'false'):
+    return text.lower() == 'true'
+  try:
+    value = float(text)
+  except ValueError:
+    return None
+  return bool(value) if value in (0.0, 1.0) else None
+
+
 def _read_ids(root: str, annotation_dir: str,
               split_file: Optional[str]) -> list[str]:
   if split_file is None:
@@ -158,9 +173,15 @@ def read_voc(voc_root: str, log: records.ProblemLog,
         reason, detail = validation.split_reason(box)
         log.report(records.Problem(reason, where, detail))
         continue
+      difficult = _difficult(obj)
+      if difficult is None:
+        log.report(records.Problem(
+            'invalid_annotation', where,
+            f'difficult must be 0 or 1, got {_text(obj, "difficult")!r}'))
+        continue
       image.instances.append(records.Instance(
           annotation_id=annotation_id, category_id=name_to_id[name], bbox=box,
-          area=box[2] * box[3], difficult=_text(obj, 'difficult') == '1'))
+          area=box[2] * box[3], difficult=difficult))
     images.append(image)
 
   return records.DatasetSource(
