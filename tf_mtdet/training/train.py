@@ -120,7 +120,8 @@ def train(config: experiment_config.ExperimentConfig, model_dir: str,
 
   Returns:
     {'history': per-epoch logs, 'step': final optimizer step,
-     'resumed_from': checkpoint path or None, 'model': the trained model}.
+     'resumed_from': checkpoint path or None, 'model': the trained model,
+     'strategy': the strategy's class name, 'num_replicas': its replicas}.
 
   Raises:
     callbacks.NonFiniteLossError: a loss became NaN/Inf (the last good
@@ -198,7 +199,9 @@ def _fit(config: experiment_config.ExperimentConfig,
   if guard.failure:
     raise callbacks.NonFiniteLossError(guard.failure)
   return {'history': history, 'step': int(optimizer.iterations.numpy()),
-          'resumed_from': resumed_from, 'model': state.model}
+          'resumed_from': resumed_from, 'model': state.model,
+          'strategy': type(strategy).__name__,
+          'num_replicas': strategy.num_replicas_in_sync}
 
 
 def eval_dataset(config: experiment_config.ExperimentConfig,
