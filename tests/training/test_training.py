@@ -21,6 +21,7 @@ from tests import conftest as root
 from tests.training import conftest
 from tf_mtdet import cli
 from tf_mtdet.config import experiment
+from tf_mtdet.losses import total
 from tf_mtdet.training import callbacks
 from tf_mtdet.training import schedules
 from tf_mtdet.training import strategy as strategy_lib
@@ -178,31 +179,60 @@ def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
   assert tf.train.latest_checkpoint(ckpt_dir).endswith('ckpt-40')
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
-    shapes_records, tmp_path, capsys):
+def _poison_losses_after(monkeypatch, good_steps: int, kind: str) -> None:
+  """From step good_steps + 1 on, the loss is NaN ('loss'), or stays finite
+  while its gradient is NaN ('gradient': d sqrt(x)/dx at 0 is Inf, times 0)."""
+  calls = tf.Variable(0, trainable=False)
+  original = total.TotalLoss.__call__
+
+  def poisoned(self, outputs, labels):
+    result = dict(original(self, outputs, labels))
+    step = calls.assign_add(1)
+    zero = 0.0 * tf.reduce_sum(outputs['class_outputs'])
+    if kind == 'loss':
+      bad = lambda: zero + float('nan')
+    else:
+      bad = lambda: tf.sqrt(tf.square(zero))
+    # tf.cond, not tf.where: only the taken branch is differentiated.
+    poison = tf.cond(step > good_steps, bad, lambda: zero)
+    result['model_loss'] = result['model_loss'] + poison
+    return result
+
+  monkeypatch.setattr(total.TotalLoss, '__call__', poisoned)
+
+
+@pytest.mark.parametrize('kind, message', [
+    ('loss', 'non-finite loss at step 4'),
+    ('gradient', 'non-finite weights at step 4 (the loss was finite'),
+])
+def test_non_finite_training_keeps_the_last_good_checkpoint(
+    shapes_records, tmp_path, capsys, monkeypatch, kind, message):
+  """3 good steps, checkpoints every step, then NaN: the newest checkpoint is
+  step 3 and holds finite weights; nothing after it was written."""
+  _poison_losses_after(monkeypatch, 3, kind)
   model_dir = str(tmp_path / 'model')
-  base = ['train', '--config', conftest.TINY_CONFIG, '--model-dir', model_dir,
-          '--verbose', '0', '--strategy', 'one_device']
-  good = conftest.tiny_overrides(shapes_records, **{
-      'schedule.total_steps': 3, 'schedule.steps_per_epoch': 3,
-      'runtime.checkpoint_every_n_steps': 3})
-  assert cli.main(base + sum([['--set', o] for o in good], [])) == 0
-  ckpt_dir = os.path.join(model_dir, 'checkpoints')
-  assert tf.train.latest_checkpoint(ckpt_dir).endswith('ckpt-3')
-  bad = conftest.tiny_overrides(shapes_records, **{
-      'schedule.total_steps': 9, 'schedule.steps_per_epoch': 3,
-      'runtime.checkpoint_every_n_steps': 1, 'model.two_stage.losses.mask_weight': '.nan'})
-  code = cli.main(base + sum([['--set', o] for o in bad], []))
+  overrides = conftest.tiny_overrides(shapes_records, **{
+      'schedule.total_steps': 6, 'schedule.steps_per_epoch': 6,
+      'runtime.checkpoint_every_n_steps': 1})
+  code = cli.main(['train', '--config', conftest.TINY_CONFIG, '--model-dir',
+                   model_dir, '--verbose', '0', '--strategy', 'one_device',
+                   *sum([['--set', o] for o in overrides], [])])
   err = capsys.readouterr().err
   assert code == 3
-  assert 'non-finite loss at step 4' in err and 'last good' in err
-  latest = tf.train.latest_checkpoint(ckpt_dir)
-  assert latest.endswith('ckpt-3')
-  reader = tf.train.load_checkpoint(latest)
+  assert message in err and 'last good' in err
+  ckpt_dir = os.path.join(model_dir, 'checkpoints')
+  state = tf.train.get_checkpoint_state(ckpt_dir)
+  steps = sorted(int(p.rsplit('-', 1)[1])
+                 for p in state.all_model_checkpoint_paths)
+  assert steps[-1] == 3 and 4 not in steps
+  reader = tf.train.load_checkpoint(state.model_checkpoint_path)
+  checked = 0
   for name in reader.get_variable_to_shape_map():
     value = reader.get_tensor(name)
     if isinstance(value, np.ndarray) and value.dtype.kind == 'f':
       assert np.isfinite(value).all(), name
+      checked += 1
+  assert checked > 50  # The model's weights, not just counters.
 
 
 def test_backbone_initialised_from_checkpoint(shapes_records, tmp_path):

@@ -44,23 +44,42 @@ class StepCheckpoint(tf_keras.callbacks.Callback):
   """Saves `manager` every `every_n_steps` optimizer steps and at the end.
 
   Checkpoint numbers are optimizer steps, so a restart knows where it is.
-  Nothing is saved once the loss is non-finite.
+  Nothing is saved once the loss is non-finite, nor when the weights are:
+  a finite loss can still come with an Inf gradient (the loss is computed
+  before the update), so the weights are checked before each save (cheap at
+  checkpoint frequency) and training stops, reported through `guard`.
   """
 
   def __init__(self, manager: tf.train.CheckpointManager, every_n_steps: int,
-               monitor: str = 'total_loss'):
+               monitor: str = 'total_loss',
+               guard: Optional[NaNGuard] = None):
     super().__init__()
     self.manager = manager
     self.every_n_steps = max(1, every_n_steps)
     self.monitor = monitor
+    self.guard = guard
     self._healthy = True
     self._last_saved = -1
 
+  def _weights_finite(self) -> bool:
+    return all(bool(tf.reduce_all(tf.math.is_finite(w)))
+               for w in self.model.weights if w.dtype.is_floating)
+
   def _save(self) -> None:
     step = int(self.model.optimizer.iterations.numpy())
-    if self._healthy and step != self._last_saved and step > 0:
-      self.manager.save(checkpoint_number=step)
-      self._last_saved = step
+    if not (self._healthy and step != self._last_saved and step > 0):
+      return
+    if not self._weights_finite():
+      self._healthy = False
+      self.model.stop_training = True
+      if self.guard is not None and self.guard.failure is None:
+        self.guard.failure = (
+            f'non-finite weights at step {step} (the loss was finite: an '
+            'Inf/NaN gradient); training stopped, the last checkpoint is the '
+            'last good state')
+      return
+    self.manager.save(checkpoint_number=step)
+    self._last_saved = step
 
   def on_train_batch_end(self, batch, logs=None):
     logs = logs or {}

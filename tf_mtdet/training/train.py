@@ -178,7 +178,8 @@ def _fit(config: experiment_config.ExperimentConfig,
         predict_fn=_predict_fn(trainer),
         every_n_epochs=runtime.eval_every_n_epochs))
   cbs += [
-      callbacks.StepCheckpoint(manager, runtime.checkpoint_every_n_steps),
+      callbacks.StepCheckpoint(manager, runtime.checkpoint_every_n_steps,
+                               guard=guard),
       callbacks.LearningRateLogger(state.lr_schedule),
       tf_keras.callbacks.TensorBoard(
           os.path.join(write_dir, 'logs'),
