@@ -23,7 +23,6 @@ from tf_mtdet import cli
 from tf_mtdet.config import experiment
 from tf_mtdet.losses import total
 from tf_mtdet.training import callbacks
-from tf_mtdet.training import schedules
 from tf_mtdet.training import strategy as strategy_lib
 from tf_mtdet.training import train
 
@@ -114,9 +113,11 @@ def test_multi_worker_two_processes_end_with_identical_weights(
 def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
                                                         tmp_path):
   model_dir = tmp_path / 'model'
+  # Checkpoints every 5 steps, epochs of 8: every checkpoint before the end
+  # is mid-epoch, so the kill is too.
   overrides = conftest.tiny_overrides(
       shapes_records, **{'schedule.total_steps': 40,
-                         'schedule.steps_per_epoch': 5,
+                         'schedule.steps_per_epoch': 8,
                          'runtime.checkpoint_every_n_steps': 5})
   args = ['train', '--config', conftest.TINY_CONFIG, '--model-dir',
           str(model_dir), '--verbose', '2', '--strategy', 'one_device']
@@ -141,7 +142,7 @@ def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
     proc.kill()
     first_run_log = proc.communicate()[0]
   killed_at = int(tf.train.latest_checkpoint(ckpt_dir).rsplit('-', 1)[1])
-  assert 10 <= killed_at < 40
+  assert 10 <= killed_at < 40 and killed_at % 8
   first_losses = [float(line.split('total_loss: ')[1].split()[0])
                   for line in first_run_log.splitlines()
                   if 'total_loss: ' in line]
@@ -163,16 +164,24 @@ def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
            if 'momentum' in v.name}
   nonzero = [k for k, v in slots.items() if np.abs(v.numpy()).sum() > 0]
   assert len(nonzero) >= len(slots) // 2  # restored, not freshly zeroed
-  expected_lr = float(state.lr_schedule(killed_at))
-  lr_cfg = schedules.optimization_config(config.schedule, 4)
-  assert expected_lr == pytest.approx(
-      float(tf_keras.optimizers.schedules.PiecewiseConstantDecay(
-          lr_cfg.learning_rate.stepwise.boundaries,
-          lr_cfg.learning_rate.stepwise.values)(killed_at)))
+  # By hand: lr 0.02 x 4 / 4 = 0.02 after a 5-step warmup; the 1x decay
+  # epochs 9 and 11 of 12 scale into 40 steps as boundaries 30 and 37
+  # (36.67 rounded); the rate drops after each boundary step.
+  def hand_lr(step):
+    return 0.02 if step <= 30 else 0.002 if step <= 37 else 0.0002
+  assert float(state.lr_schedule(killed_at)) == pytest.approx(
+      hand_lr(killed_at), rel=1e-5)
+  for step in (5, 30, 31, 37, 38, 40):
+    assert float(state.lr_schedule(step)) == pytest.approx(hand_lr(step),
+                                                           rel=1e-5)
 
   result = train.train(config, str(model_dir), verbose=0)
   assert result['resumed_from'].endswith(f'ckpt-{killed_at}')
   assert result['step'] == 40
+  # The resumed run's epochs end at steps 16, 24, 32, 40 (the killed epoch
+  # restarts its count but not the step counter).
+  assert result['history']['learning_rate'][-1] == pytest.approx(0.0002,
+                                                                 rel=1e-5)
   resumed_losses = result['history']['total_loss']
   # Continued, not restarted: better than the killed run's first epoch.
   assert resumed_losses[0] < first_losses[0]
