@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 import pytest
 import tensorflow as tf
 import tf_keras
@@ -265,8 +266,15 @@ def test_backbone_initialised_from_checkpoint(shapes_records, tmp_path):
     train.restore_init_checkpoint(target, str(tmp_path / 'empty'), 'backbone')
 
 
-def test_evaluate_cli_prints_ap_and_writes_results(shapes_records, tmp_path,
-                                                   capsys):
+def _printed(out: str, title: str) -> dict[str, float]:
+  line = next(l for l in out.splitlines() if l.startswith(title))
+  return {k: float(v) for k, v in
+          (item.split('=') for item in line[len(title):].split())}
+
+
+def test_evaluate_and_export_cli(shapes_records, tmp_path, capsys):
+  """evaluate prints what pycocotools' COCOeval computes from the results
+  JSON it writes; export writes versioned SavedModels with the signatures."""
   model_dir = str(tmp_path / 'model')
   overrides = conftest.tiny_overrides(shapes_records, **{
       'schedule.total_steps': 2, 'schedule.steps_per_epoch': 2})
@@ -274,15 +282,36 @@ def test_evaluate_cli_prints_ap_and_writes_results(shapes_records, tmp_path,
   assert cli.main(['train', '--config', conftest.TINY_CONFIG, '--model-dir',
                    model_dir, '--verbose', '0', *sets]) == 0
   results = str(tmp_path / 'results.json')
+  # Score threshold 0: a 2-step model still returns its top detections.
   assert cli.main(['evaluate', '--config', conftest.TINY_CONFIG,
                    '--checkpoint', model_dir, '--results-json', results,
-                   *sets]) == 0
+                   *sets, '--set', 'model.two_stage.detection_generator.'
+                   'pre_nms_score_threshold=0.0']) == 0
   out = capsys.readouterr().out
-  assert 'box  AP=' in out and 'mask AP=' in out
   detections = json.load(open(results))
+  assert detections and all('segmentation' in d for d in detections)
   gt = COCO(os.path.join(shapes_records, 'shapes_val-annotations.json'))
-  if detections:
-    gt.loadRes(results)
+  for title, iou_type in (('box ', 'bbox'), ('mask', 'segm')):
+    coco_eval = COCOeval(gt, gt.loadRes(results), iou_type)
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    printed = _printed(out, title)
+    for i, key in enumerate(('AP', 'AP50', 'AP75')):
+      assert printed[key] == pytest.approx(max(coco_eval.stats[i], 0.0),
+                                           abs=6e-5), (title, key)
+  # export as a command: the next free version each time.
+  export_dir = str(tmp_path / 'export')
+  for version in (1, 2):
+    assert cli.main(['export', '--config', conftest.TINY_CONFIG,
+                     '--checkpoint', model_dir, '--out', export_dir,
+                     *sets]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == f'exported {os.path.join(export_dir, str(version))}'
+  loaded = tf.saved_model.load(os.path.join(export_dir, '2'))
+  assert set(loaded.signatures) == {'serving_default', 'image_bytes',
+                                    'tf_example'}
+  assert sorted(os.listdir(export_dir)) == ['1', '2']  # Nothing temporary.
   assert cli.main(['evaluate', '--config', conftest.TINY_CONFIG,
                    '--checkpoint', str(tmp_path / 'nothing'), *sets]) == 1
   # The metrics a config (or --metrics) names: proposal AR and VOC07 mAP.
