@@ -383,3 +383,36 @@ def test_distribute_datasets_from_function_two_replicas(coco128_shards,
   assert out.returncode == 0, out.stderr[-3000:]
   # 160 pads to 192, the next multiple of the top stride 64.
   assert 'REPLICAS 2 [(2, 128, 192, 3), (2, 128, 192, 3)]' in out.stdout
+
+
+def test_parser_mask_crops_follow_boxes_under_scale_jitter():
+  """Through the whole parser (augmenter, mask crop targets, semantic
+  targets) with scale jitter 0.8-1.25 and flips: the rectangle's 28x28 crop
+  is the object (all ones inside), and the semantic map under its box is its
+  class, whatever scale and crop were drawn."""
+  config = data_config.Augmentation(output_size=[96, 128], aug_rand_hflip=True,
+                                    aug_scale_min=0.8, aug_scale_max=1.25)
+  parser = parser_lib.DetectionParser(
+      augment.Augmenter(config, 32, needs=[augment.MASKS, augment.SEMANTIC]),
+      [mask_targets.MaskCropTargets(28, config.max_num_instances),
+       semantic_targets.SemanticTargets()])
+  parse = parser.parse_fn(is_training=True)
+  example = _four_shapes_example()
+  tf.random.set_seed(1)
+  scales = []
+  for _ in range(12):
+    _, labels = parse(example)
+    classes = labels['gt_classes'].numpy()
+    assert classes[:4].tolist() == [1, 2, 3, 4]
+    scales.append(float(labels['image_info'][2, 0]))
+    rect = labels['gt_masks'].numpy()[0]
+    # Bilinear samples on the crop's outer ring straddle the edge.
+    assert rect[2:-2, 2:-2].min() > 0.99, scales[-1]
+    # The disk fills pi/4 of its box: the crop agrees.
+    assert abs(labels['gt_masks'].numpy()[1].mean() - np.pi / 4) < 0.05
+    ymin, xmin, ymax, xmax = labels['gt_boxes'].numpy()[0]
+    inner = labels['gt_semantic'].numpy()[int(np.ceil(ymin)) + 1:
+                                          int(ymax) - 1,
+                                          int(np.ceil(xmin)) + 1:int(xmax) - 1]
+    assert inner.size and (inner == 1).all()
+  assert min(scales) < 0.95 and max(scales) > 1.1
