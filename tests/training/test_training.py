@@ -34,10 +34,15 @@ def _config(records, **extra):
 
 
 def test_fit_mirrored_two_cpu_replicas_loss_falls(shapes_records, tmp_path):
+  """fit on 2 replicas with evaluation every epoch (as every paper config):
+  the loss falls, each epoch line shows the headline metrics only, and
+  TensorBoard's evaluation run keeps every metric."""
   overrides = conftest.tiny_overrides(
       shapes_records, **{'schedule.total_steps': 60,
                          'schedule.steps_per_epoch': 20,
-                         'train_data.global_batch_size': 4})
+                         'train_data.global_batch_size': 4,
+                         'runtime.eval_every_n_epochs': 1})
+  model_dir = str(tmp_path / 'model')
   code = textwrap.dedent(f"""
       import json, tensorflow as tf
       cpu = tf.config.list_physical_devices('CPU')[0]
@@ -46,16 +51,34 @@ def test_fit_mirrored_two_cpu_replicas_loss_falls(shapes_records, tmp_path):
       from tf_mtdet.config import experiment
       from tf_mtdet.training import train
       config = experiment.load_config({conftest.TINY_CONFIG!r}, {overrides!r})
-      result = train.train(config, {str(tmp_path / 'model')!r}, verbose=0)
+      result = train.train(config, {model_dir!r}, verbose=2)
       print('REPLICAS', result['num_replicas'], result['strategy'])
-      print('HISTORY', json.dumps(result['history']['total_loss']))
+      print('HISTORY', json.dumps(result['history']))
       """)
   out = conftest.run_python(code)
   # The strategy train() itself built (runtime.strategy 'mirrored').
   assert 'REPLICAS 2 MirroredStrategy' in out.stdout
-  losses = json.loads(out.stdout.split('HISTORY', 1)[1].strip().splitlines()[0])
+  history = json.loads(out.stdout.split('HISTORY', 1)[1].strip().splitlines()[0])
+  losses = history['total_loss']
   assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
   assert losses[-1] < 0.8 * losses[0], losses
+  # Evaluated after every epoch; the headline metrics only in the logs.
+  for key in ('val_AP', 'val_AP50', 'val_mask_AP'):
+    assert len(history[key]) == 3 and all(0 <= v <= 1 for v in history[key])
+  assert not [k for k in history if k.startswith('val_') and k not in (
+      'val_AP', 'val_AP50', 'val_mask_AP')]
+  epoch_lines = [l for l in out.stdout.splitlines() if 'val_AP:' in l]
+  assert len(epoch_lines) == 3, out.stdout[-3000:]
+  assert all('val_APs' not in l and len(l) < 400 for l in epoch_lines)
+  # Every COCO metric is in TensorBoard's evaluation run, at the step.
+  tags = {}
+  for path in tf.io.gfile.glob(os.path.join(model_dir, 'logs', 'evaluation',
+                                            'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append(event.step)
+  for tag in ('AP', 'APs', 'AP75', 'ARmax100', 'mask_AP', 'mask_APl'):
+    assert tags.get(tag) == [20, 40, 60], (tag, sorted(tags))
 
 
 def _free_port() -> int:

@@ -101,7 +101,10 @@ class EvaluationCallback(tf_keras.callbacks.Callback):
                                     Mapping[str, Any]] | None = None,
                every_n_epochs: int = 1,
                prefix: str = 'val_',
-               verbose: int = 1):
+               verbose: int = 1,
+               headline: Callable[[Mapping[str, float]],
+                                  Mapping[str, float]] | None = None,
+               summary_dir: str | None = None):
     """Constructs the callback.
 
     Args:
@@ -112,6 +115,10 @@ class EvaluationCallback(tf_keras.callbacks.Callback):
       every_n_epochs: evaluate after epochs n, 2n, ... (1-based).
       prefix: prepended to metric names in `logs`.
       verbose: 0 silences the per-evaluation line.
+      headline: Picks the metrics that go into the epoch `logs` (and so the
+        Keras epoch line and History); None puts all of them there.
+      summary_dir: Every metric is written here as a TensorBoard scalar at
+        the optimizer step (so a short epoch line loses nothing).
     """
     super().__init__()
     if every_n_epochs < 1:
@@ -122,6 +129,9 @@ class EvaluationCallback(tf_keras.callbacks.Callback):
     self._every_n_epochs = int(every_n_epochs)
     self._prefix = prefix
     self._verbose = verbose
+    self._headline = headline
+    self._summary_dir = summary_dir
+    self._writer = None
     self._default_fn = None
     self._default_fn_model = None
     self.last_metrics: dict[str, float] = {}
@@ -144,12 +154,31 @@ class EvaluationCallback(tf_keras.callbacks.Callback):
     metrics = evaluate_dataset(
         self._evaluator, self._model_predict_fn(), self._dataset)
     self.last_metrics = {self._prefix + k: v for k, v in metrics.items()}
+    shown = (self._headline(metrics) if self._headline is not None else
+             metrics)
+    shown = {self._prefix + k: v for k, v in shown.items()}
     if logs is not None:
-      logs.update(self.last_metrics)
+      logs.update(shown)
+    if self._summary_dir:
+      self._write_summaries(metrics)
     # Per-class entries (`.../<name>`) stay out of the printed line.
     summary = ' - '.join(f'{name}: {value:.4f}'
-                         for name, value in self.last_metrics.items()
-                         if '/' not in name)
+                         for name, value in shown.items() if '/' not in name)
     logging.info('Epoch %d evaluation: %s', epoch + 1, summary)
     if self._verbose:
       print(f'Epoch {epoch + 1} evaluation: {summary}', flush=True)
+
+  def _write_summaries(self, metrics: Mapping[str, float]) -> None:
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(self._summary_dir)
+    step = (int(self.model.optimizer.iterations.numpy())
+            if getattr(self.model, 'optimizer', None) is not None else 0)
+    with self._writer.as_default():
+      for name, value in metrics.items():
+        tf.summary.scalar(name, value, step=step)
+    self._writer.flush()
+
+  def on_train_end(self, logs=None):
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None

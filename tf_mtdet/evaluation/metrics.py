@@ -58,6 +58,16 @@ class MultiEvaluator:
       self.evaluators['coco'].write_results_json(path)
 
 
+# Shown in the epoch line when present (TensorBoard gets every metric).
+HEADLINE_METRICS = ('AP', 'AP50', 'mask_AP', 'AR@100', 'AR@1000',
+                    'voc07_mAP@0.5', 'voc_mAP@0.5', 'mIoU')
+
+
+def headline(metrics: Mapping[str, float]) -> dict[str, float]:
+  """The headline entries of `metrics`, in `HEADLINE_METRICS` order."""
+  return {k: metrics[k] for k in HEADLINE_METRICS if k in metrics}
+
+
 def build_evaluator(config: experiment_config.ExperimentConfig, family,
                     metrics: Sequence[str] = (),
                     results_path: Optional[str] = None,

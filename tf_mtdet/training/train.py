@@ -176,7 +176,11 @@ def _fit(config: experiment_config.ExperimentConfig,
         metrics_lib.build_evaluator(config, state.trainer.family),
         eval_dataset(config, state.trainer.family),
         predict_fn=_predict_fn(trainer),
-        every_n_epochs=runtime.eval_every_n_epochs))
+        every_n_epochs=runtime.eval_every_n_epochs,
+        # The Keras epoch line shows the headline metrics (fit prints it);
+        # TensorBoard's 'evaluation' run gets every metric.
+        verbose=0, headline=metrics_lib.headline,
+        summary_dir=os.path.join(write_dir, 'logs', 'evaluation')))
   cbs += [
       callbacks.StepCheckpoint(manager, runtime.checkpoint_every_n_steps,
                                guard=guard),
