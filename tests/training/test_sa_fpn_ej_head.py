@@ -9,11 +9,15 @@ import tensorflow as tf
 
 from tests import conftest as root
 from tests.training import conftest
+from tf_mtdet import families
 from tf_mtdet.config import experiment
+from tf_mtdet.data import pipeline
 from tf_mtdet.modeling import factory
+from tf_mtdet.modeling.heads import interleaving
 from tf_mtdet.serving import adapters
 from tf_mtdet.serving import exporter
 from tf_mtdet.serving import predict
+from tf_mtdet.training import evaluate
 from tf_mtdet.training import train
 
 CONFIGS = os.path.join(root.REPO_ROOT, 'configs', 'sa_fpn_ej_head')
@@ -85,14 +89,37 @@ def test_enriched_feature_feeds_14x14_roi_features_to_the_box_head():
     assert model.roi_aligner.refinement is model.mask_roi_aligner.refinement
 
 
-def test_full_model_trains_exports_and_serves(shapes_records, tmp_path):
+def _mask_targets(model, images, labels, family, interleaving):
+  """Training-mode mask targets with the same random draws (seed reset)."""
+  assigner = model.mask_roi_assigner
+  if not interleaving:
+    model.mask_roi_assigner = None
+  try:
+    tf.random.set_seed(7)
+    outputs = model(images, **family.model_inputs(labels, True),
+                    training=True)
+  finally:
+    model.mask_roi_assigner = assigner
+  return outputs['mask_targets'].numpy(), outputs['mask_class_targets'].numpy()
+
+
+def test_full_cascade_model_trains_exports_and_serves(shapes_records,
+                                                      tmp_path):
+  """SA-FPN + EJ-Head on a 3-stage Cascade Mask R-CNN (the paper's Table 6
+  row): trains, Interleaving changes the mask targets, and the served
+  SavedModel returns the checkpoint-restored Keras model's detections."""
   overrides = conftest.tiny_overrides(shapes_records, **{
-      'schedule.total_steps': 30, 'schedule.steps_per_epoch': 10,
+      'schedule.total_steps': 24, 'schedule.steps_per_epoch': 8,
       'model.two_stage.decoder.type': 'sa_fpn',
       'model.two_stage.decoder.sa_fpn.num_filters': 64,
+      'model.two_stage.roi_sampler.cascade_iou_thresholds': '[0.6, 0.7]',
+      'model.two_stage.detection_head.cascade_class_ensemble': 'true',
+      'model.two_stage.detection_head.class_agnostic_bbox_pred': 'true',
       'model.two_stage.ej_head.interleaving': 'true',
       'model.two_stage.ej_head.enriched_feature': 'true',
       'model.two_stage.ej_head.boundary_refinement': 'residual',
+      # Every box is returned, so a 30-step model has detections to compare.
+      'model.two_stage.detection_generator.pre_nms_score_threshold': '0.0',
       'runtime.strategy': 'one_device'})
   config = experiment.load_config(conftest.TINY_CONFIG, overrides)
   model_dir = str(tmp_path / 'model')
@@ -100,15 +127,48 @@ def test_full_model_trains_exports_and_serves(shapes_records, tmp_path):
   losses = result['history']['total_loss']
   assert len(losses) == 3 and all(np.isfinite(losses))
   assert losses[-1] < losses[0]
+
+  family = families.get(config)
+  model, _ = evaluate.load_model(config, model_dir, family)
+  assert len(model.detection_head) == 3
+  assert isinstance(model.mask_roi_assigner,
+                    interleaving.InterleavedMaskAssigner)
+  images, labels = next(iter(pipeline.dataset(
+      config.train_data, family.build_parser(config.train_data))))
+  on = _mask_targets(model, images, labels, family, interleaving=True)
+  off = _mask_targets(model, images, labels, family, interleaving=False)
+  assert on[0].shape == off[0].shape
+  assert not np.allclose(on[0], off[0], atol=1e-3)
+
   version_dir = exporter.export_checkpoint(config, model_dir,
                                            str(tmp_path / 'export'))
-  loaded = adapters.load(str(tmp_path / 'export'))
-  image = os.path.join(os.path.dirname(shapes_records), 'shapes_val',
-                       'images', 'shapes_000000.jpg')
-  detections = predict.predict_image(loaded, image, score_threshold=0.0)
-  assert detections['boxes'].shape[1] == 4
-  assert detections['image_size'] == (256, 320)
   assert os.path.basename(version_dir) == '1'
+  loaded = adapters.load(str(tmp_path / 'export'))
+  image_path = os.path.join(os.path.dirname(shapes_records), 'shapes_val',
+                            'images', 'shapes_000000.jpg')
+  served = predict.predict_image(loaded, image_path, score_threshold=0.0)
+  assert served['image_size'] == (256, 320)
+  image = tf.io.decode_jpeg(tf.io.read_file(image_path), channels=3)
+  parser = family.build_parser(config.eval_data)
+  resized, info = parser.preprocess_image(image)
+  ref = family.detections(family.call_inference(
+      model, resized[tf.newaxis], info[tf.newaxis]))
+  n = int(ref['num_detections'][0])
+  assert n > 0 and len(served['scores']) == n
+  # Class-agnostic cascade boxes come back once per class, often with tied
+  # scores: match detections one to one instead of by rank.
+  boxes = np.clip(ref['detection_boxes'][0, :n].numpy() /
+                  np.tile(info.numpy()[2], 2), 0, np.tile(info.numpy()[0], 2))
+  unmatched = list(zip(ref['detection_scores'][0, :n].numpy(),
+                       ref['detection_classes'][0, :n].numpy(), boxes))
+  for score, cls, box in zip(served['scores'], served['classes'],
+                             served['boxes']):
+    hit = next((i for i, (s, c, b) in enumerate(unmatched)
+                if c == cls and abs(s - score) < 1e-4 and
+                np.abs(b - box).max() < 1e-2), None)
+    assert hit is not None, (score, cls, box)
+    unmatched.pop(hit)
+  assert not unmatched
 
 
 # Each table row's switches: (neck type, fuse_deeper, fusion, interleaving,
