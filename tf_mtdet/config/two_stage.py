@@ -129,12 +129,45 @@ class SemanticHead(hyperparams.Config):
     num_fused_convs: conv3x3 + ReLU layers after the levels are summed.
     loss_weight: Weight of its pixel loss in the total (0 keeps the head,
       e.g. for fusion, without training it on semantic labels).
+    loss: 'cross_entropy', or 'focal' (DATNet's focal-style categorical
+      loss, `losses.pixel_focal`).
+    focal_gamma: Focal exponent of the 'focal' loss.
+    focal_alpha_background: Weight of background pixels in the 'focal' loss
+      (other classes weigh 1).
   """
   num_classes: int = 0
   levels: List[int] = dataclasses.field(default_factory=lambda: [2, 5])
   num_filters: int = 256
   num_fused_convs: int = 2
   loss_weight: float = 0.25
+  loss: str = 'cross_entropy'
+  focal_gamma: float = 2.0
+  focal_alpha_background: float = 0.2
+
+
+@dataclasses.dataclass
+class DistanceTransformHead(hyperparams.Config):
+  """DATNet's distance-transform (DT) head: the semantic head's shape, K =
+  len(bin_edges) + 2 classes of binned normalised distance (Sec. 3.1).
+
+  Attributes:
+    levels: Pyramid levels read, [min, max]; the target is made at stride
+      2**min.
+    num_filters: Width of the per-level branches and of the fused convs.
+    num_fused_convs: conv3x3 + ReLU layers after the levels are summed.
+    bin_edges: Upper edges of the foreground bins but the last ((0, 0.2],
+      (0.2, 0.4], > 0.4: K = 4).
+    loss_weight: w1 of Eqn. 3.
+    focal_gamma: Focal exponent.
+    focal_alpha_background: Weight of background pixels (others weigh 1).
+  """
+  levels: List[int] = dataclasses.field(default_factory=lambda: [2, 5])
+  num_filters: int = 256
+  num_fused_convs: int = 2
+  bin_edges: List[float] = dataclasses.field(default_factory=lambda: [0.2, 0.4])
+  loss_weight: float = 0.25
+  focal_gamma: float = 2.0
+  focal_alpha_background: float = 0.2
 
 
 @dataclasses.dataclass
@@ -146,6 +179,8 @@ class DenseAuxHead(hyperparams.OneOfConfig):
   """
   type: Optional[str] = None
   semantic: SemanticHead = dataclasses.field(default_factory=SemanticHead)
+  distance_transform: DistanceTransformHead = dataclasses.field(
+      default_factory=DistanceTransformHead)
 
 
 @dataclasses.dataclass

@@ -23,6 +23,7 @@ from tf_mtdet.modeling import standard_parts  # noqa: F401  # registers parts
 from tf_mtdet.modeling import two_stage
 from tf_mtdet.modeling.heads import joint_head
 from tf_mtdet.modeling.heads import semantic_head  # noqa: F401  # registers
+from tf_mtdet.modeling.heads import distance_transform_head  # noqa: F401  # registers
 
 
 def l2_regularizer(weight_decay: float
