@@ -184,13 +184,31 @@ class DenseAuxHead(hyperparams.OneOfConfig):
 
 
 @dataclasses.dataclass
+class ConvSumFusion(hyperparams.Config):
+  """DATNet's 'sumNconv' fusion (Table 5).
+
+  Attributes:
+    num_convs: conv3x3 + ReLU layers after the sum, shared across levels.
+    num_filters: Their width (= the pyramid's channels).
+  """
+  num_convs: int = 2
+  num_filters: int = 256
+
+
+@dataclasses.dataclass
 class FeatureFusion(hyperparams.OneOfConfig):
   """How dense auxiliary heads' features go back into the pyramid.
 
   'sum': P'_l = P_l + resize(F_head) for every head (no weights).
+  'sum2conv' / 'sum4conv' (DATNet Table 5): the sum, then 2 / 4 conv3x3 +
+  ReLU shared across levels.
   """
   type: Optional[str] = None
   sum: hyperparams.Config = dataclasses.field(default_factory=hyperparams.Config)
+  sum2conv: ConvSumFusion = dataclasses.field(
+      default_factory=lambda: ConvSumFusion(num_convs=2))
+  sum4conv: ConvSumFusion = dataclasses.field(
+      default_factory=lambda: ConvSumFusion(num_convs=4))
 
 
 @dataclasses.dataclass
