@@ -72,13 +72,21 @@ class MaskHead(maskrcnn_cfg.MaskHead):
 @dataclasses.dataclass
 class RoIPooler(maskrcnn_cfg.ROIAligner):
   """RoI pooler. 'level_assigned' is Model Garden's RoIAlign on the FPN level
-  the box size assigns (`MultilevelROIAligner`)."""
+  the box size assigns (`MultilevelROIAligner`); 'multi_scale_attention' is
+  DATNet's MSPwA (every level in `multi_scale_levels`, concatenated, SE with
+  max pooling and reduction `attention_reduction`)."""
   type: str = 'level_assigned'
+  multi_scale_levels: List[int] = dataclasses.field(
+      default_factory=lambda: [2, 5])
+  attention_reduction: int = 16
 
 
 @dataclasses.dataclass
 class MaskRoIPooler(maskrcnn_cfg.MaskROIAligner):
   type: str = 'level_assigned'
+  multi_scale_levels: List[int] = dataclasses.field(
+      default_factory=lambda: [2, 5])
+  attention_reduction: int = 16
 
 
 @dataclasses.dataclass

@@ -22,6 +22,7 @@ from tf_mtdet.modeling import necks  # noqa: F401  # registers the necks
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling import standard_parts  # noqa: F401  # registers parts
 from tf_mtdet.modeling import two_stage
+from tf_mtdet.modeling.poolers import multi_scale_attention  # noqa: F401  # registers
 from tf_mtdet.modeling.heads import joint_head
 from tf_mtdet.modeling.heads import semantic_head  # noqa: F401  # registers
 from tf_mtdet.modeling.heads import distance_transform_head  # noqa: F401  # registers
