@@ -220,6 +220,35 @@ class FeatureFusion(hyperparams.OneOfConfig):
 
 
 @dataclasses.dataclass
+class Res5(hyperparams.Config):
+  """ResNet's res5 stage on pooled RoIs (DATNet's 'res5' box head and trunk).
+
+  Attributes:
+    filters: Bottleneck width (outputs 4 x filters channels).
+    num_blocks: Bottleneck blocks.
+    strides: Stride of the first block.
+  """
+  filters: int = 512
+  num_blocks: int = 3
+  strides: int = 2
+
+
+@dataclasses.dataclass
+class RoITrunk(hyperparams.Config):
+  """A trunk on the pooled RoIs shared by the box and mask branches (DATNet
+  Heavy): both poolers are followed by the same registered 'roi_refinement'
+  block `type` ('' : none; 'res5').
+
+  Attributes:
+    type: The shared block's registered name.
+    share_pooler: The mask branch also uses the box branch's pooler (one
+      MSPwA), instead of its own.
+  """
+  type: str = ''
+  share_pooler: bool = True
+
+
+@dataclasses.dataclass
 class TwoStageModel(maskrcnn_cfg.MaskRCNN):
   """Two-stage model config (Model Garden's `MaskRCNN` plus the seams above).
 
@@ -255,4 +284,6 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
   ej_head: EJHead = dataclasses.field(default_factory=EJHead)
   losses: maskrcnn_cfg.Losses = dataclasses.field(
       default_factory=maskrcnn_cfg.Losses)
+  res5: Res5 = dataclasses.field(default_factory=Res5)
+  roi_trunk: RoITrunk = dataclasses.field(default_factory=RoITrunk)
 
