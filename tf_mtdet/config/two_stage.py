@@ -18,6 +18,8 @@ from official.vision.configs import backbones
 from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_cfg
 
+from tf_mtdet.config import backbones as tf_mtdet_backbones
+
 
 @dataclasses.dataclass
 class BottomUpFPN(hyperparams.Config):
@@ -268,8 +270,8 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
       default_factory=lambda: [None, None, 3])
   decoder: Neck = dataclasses.field(
       default_factory=lambda: Neck(type='fpn', fpn=decoders.FPN()))
-  backbone: backbones.Backbone = dataclasses.field(
-      default_factory=lambda: backbones.Backbone(
+  backbone: tf_mtdet_backbones.Backbone = dataclasses.field(
+      default_factory=lambda: tf_mtdet_backbones.Backbone(
           type='resnet', resnet=backbones.ResNet(model_id=50)))
   detection_head: BoxHead = dataclasses.field(default_factory=BoxHead)
   mask_head: MaskHead = dataclasses.field(default_factory=MaskHead)

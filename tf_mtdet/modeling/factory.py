@@ -19,6 +19,7 @@ from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.modeling import feature_fusion  # noqa: F401  # registers 'sum'
 from tf_mtdet.modeling import conv_sum_fusion  # noqa: F401  # 'sum2conv', 'sum4conv'
 from tf_mtdet.modeling import necks  # noqa: F401  # registers the necks
+from tf_mtdet.modeling.backbones import resnext  # noqa: F401  # registers 'resnext'
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling import standard_parts  # noqa: F401  # registers parts
 from tf_mtdet.modeling import two_stage
