@@ -66,6 +66,9 @@ def test_deconv_mask_head_doubles_the_size_and_picks_the_class():
 
 def test_roi_trunk_is_shared_by_box_and_mask_branches():
   cfg = two_stage_config.TwoStageModel(num_classes=3)
+  cfg.backbone.resnet.model_id, cfg.backbone.resnet.depth_multiplier = 18, 0.25
+  cfg.decoder.fpn.num_filters = 64
+  cfg.res5.filters = 16
   cfg.roi_aligner.type = 'multi_scale_attention'
   cfg.roi_aligner.crop_size = 14
   cfg.mask_roi_aligner.type = 'multi_scale_attention'
@@ -79,3 +82,15 @@ def test_roi_trunk_is_shared_by_box_and_mask_branches():
   model = factory.build_two_stage_model(cfg)
   assert model.roi_aligner is not model.mask_roi_aligner
   assert model.roi_aligner.refinement is model.mask_roi_aligner.refinement
+
+
+def test_resnext_res5_groups_its_3x3_convs():
+  cfg = _cfg(filters=8)
+  cfg.res5.cardinality, cfg.res5.bottleneck_width = 4, 16
+  head = registry.build('box_head', 'res5', cfg, None)
+  classes, _ = head(tf.random.normal([1, 2, 6, 6, 12]))
+  assert classes.shape == (1, 2, 5)
+  grouped = [w for w in head.res5.weights if 'conv2' in w.name and
+             'kernel' in w.name]
+  assert [w.shape.as_list() for w in grouped] == [[3, 3, 4, 16]] * 3
+  assert head.res5(tf.zeros([1, 2, 6, 6, 12])).shape == (1, 2, 3, 3, 32)

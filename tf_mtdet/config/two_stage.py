@@ -229,10 +229,15 @@ class Res5(hyperparams.Config):
     filters: Bottleneck width (outputs 4 x filters channels).
     num_blocks: Bottleneck blocks.
     strides: Stride of the first block.
+    cardinality: > 1: ResNeXt blocks, their 3x3 convs in this many groups
+      (the res5 of a ResNeXt backbone, e.g. 32 for 32x8d).
+    bottleneck_width: ResNeXt blocks' inner width (2048 for 32x8d's res5).
   """
   filters: int = 512
   num_blocks: int = 3
   strides: int = 2
+  cardinality: int = 1
+  bottleneck_width: int = 0
 
 
 @dataclasses.dataclass

@@ -1,8 +1,8 @@
 """DATNet's res5 RoI heads (Levinshtein et al., Sec. 3.3, Fig. 4; Table 3).
 
 * `RoIRes5`: ResNet's conv5 stage (bottleneck blocks, stride 2 in the first,
-  projection shortcut) run on every pooled RoI: [B, N, k, k, C] ->
-  [B, N, k/2, k/2, 4 * filters]. Registered as the 'res5' 'roi_refinement':
+  projection shortcut; ResNeXt blocks with `cardinality` > 1) run on every
+  pooled RoI: [B, N, k, k, C] -> [B, N, k/2, k/2, 4 * filters]. Registered as the 'res5' 'roi_refinement':
   DATNet Heavy's trunk shared by the box and mask branches.
 * `PooledBoxPredictor`: average pool, then the class and box FCs.
   Registered as the 'avg_pool' 'box_head' (Heavy: after the shared trunk).
@@ -24,6 +24,7 @@ from official.vision.modeling.layers import nn_blocks
 
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.modeling import registry
+from tf_mtdet.modeling.backbones import resnext
 
 
 def _serialize(config: dict) -> dict:
@@ -54,7 +55,8 @@ class RoIRes5(tf_keras.layers.Layer):
   [B, N, ceil(k / strides), ceil(k / strides), 4 * filters]."""
 
   def __init__(self, filters: int = 512, num_blocks: int = 3,
-               strides: int = 2, use_sync_bn: bool = False,
+               strides: int = 2, cardinality: int = 1,
+               bottleneck_width: int = 0, use_sync_bn: bool = False,
                norm_momentum: float = 0.99, norm_epsilon: float = 0.001,
                activation: str = 'relu',
                kernel_regularizer: Optional[
@@ -62,17 +64,27 @@ class RoIRes5(tf_keras.layers.Layer):
     super().__init__(**kwargs)
     self._config_dict = dict(
         filters=filters, num_blocks=num_blocks, strides=strides,
+        cardinality=cardinality, bottleneck_width=bottleneck_width,
         use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
         norm_epsilon=norm_epsilon, activation=activation,
         kernel_regularizer=kernel_regularizer)
-    self._blocks = [
-        nn_blocks.BottleneckBlock(
-            filters=filters, strides=strides if i == 0 else 1,
-            use_projection=i == 0, activation=activation,
-            use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
-            norm_epsilon=norm_epsilon, kernel_regularizer=kernel_regularizer,
-            name=f'block_{i}')
-        for i in range(num_blocks)]
+    norm = dict(activation=activation, use_sync_bn=use_sync_bn,
+                norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
+                kernel_regularizer=kernel_regularizer)
+    if cardinality > 1:
+      # A ResNeXt backbone's res5 (the paper's X101 heads use its own).
+      self._blocks = [
+          resnext.ResNeXtBlock(
+              bottleneck_width or filters, 4 * filters, cardinality,
+              strides=strides if i == 0 else 1, use_projection=i == 0,
+              name=f'block_{i}', **norm)
+          for i in range(num_blocks)]
+    else:
+      self._blocks = [
+          nn_blocks.BottleneckBlock(
+              filters=filters, strides=strides if i == 0 else 1,
+              use_projection=i == 0, name=f'block_{i}', **norm)
+          for i in range(num_blocks)]
 
   def call(self, roi_features: tf.Tensor, training=None) -> tf.Tensor:
     x, leading = _merge_rois(roi_features)
@@ -210,6 +222,7 @@ def _res5(config: two_stage_config.TwoStageModel, l2_regularizer,
   res5, norm = config.res5, config.norm_activation
   return RoIRes5(
       filters=res5.filters, num_blocks=res5.num_blocks, strides=res5.strides,
+      cardinality=res5.cardinality, bottleneck_width=res5.bottleneck_width,
       use_sync_bn=norm.use_sync_bn, norm_momentum=norm.norm_momentum,
       norm_epsilon=norm.norm_epsilon, activation=norm.activation,
       kernel_regularizer=l2_regularizer, name=name)
