@@ -103,3 +103,26 @@ def test_heavy_r50_parts():
            CLS_BOX + HEAVY_MASK)
   assert heavy == 54_373_578
   assert heavy / 59.9e6 == pytest.approx(0.908, abs=0.001)
+
+
+def _resnext_block(cin, width, out, projection):
+  convs = cin * width + 9 * (width // 32) * width + width * out
+  bns = 2 * (width + width + out)
+  shortcut = cin * out + 2 * out if projection else 0
+  return convs + bns + shortcut
+
+
+def test_x101_heads_use_a_resnext_res5():
+  # The paper's X101 - R50 difference is 76.9M for Light and for Heavy: the
+  # backbone's 63.2M (86,742,336 - 23,508,032) plus a ResNeXt res5 head.
+  cfg = _parts('datnet_light_x101_32x8d_fpn_1x_coco.yaml')
+  box = registry.build('box_head', 'res5', cfg, None)
+  box(tf.zeros([1, 1, 7, 7, 1024]))
+  res5x = (_resnext_block(1024, 2048, 2048, True) +
+           2 * _resnext_block(2048, 2048, 2048, False))
+  assert _count(box.res5) == res5x
+  delta = (86_742_336 - 23_508_032) + res5x - RES5
+  assert delta / 1e6 == pytest.approx(76.9, abs=0.15)
+  # Light / Heavy X101 (README Table 7): 132.64M / 131.39M.
+  assert 55_622_922 + delta == 132_638_218
+  assert 54_373_578 + delta == 131_388_874
