@@ -12,8 +12,9 @@ from tf_mtdet.modeling import registry
 def _inputs(channels=8):
   features = {str(l): tf.random.normal([1, 32 // 2**l, 40 // 2**l, channels])
               for l in range(2, 6)}
-  aux = {'distance_transform': {'fusion_features': tf.ones([1, 8, 10, channels]),
-                                'logits': tf.zeros([1, 8, 10, 4])},
+  aux = {'distance_transform': {
+             'fusion_features': tf.ones([1, 8, 10, channels]),
+             'logits': tf.zeros([1, 8, 10, 4])},
          'semantic': {'fusion_features': 2 * tf.ones([1, 8, 10, channels])}}
   return features, aux
 

@@ -189,5 +189,5 @@ def test_every_table_row_has_its_switches():
   assert (s.epochs * s.steps_per_epoch, s.decay_epochs[0] * s.steps_per_epoch,
           s.base_learning_rate, voc.train_data.global_batch_size) == (
               24000, 18000, 0.01, 8)
-  assert (voc.train_data.parser.short_side, voc.train_data.parser.long_side) == (
-      [600], 1000)
+  parser = voc.train_data.parser
+  assert (parser.short_side, parser.long_side) == ([600], 1000)

@@ -17,16 +17,16 @@ from official.vision.modeling import retinanet_model
 from tf_mtdet.config import single_shot as single_shot_config
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.modeling import feature_fusion  # noqa: F401  # registers 'sum'
-from tf_mtdet.modeling import conv_sum_fusion  # noqa: F401  # 'sum2conv', 'sum4conv'
+from tf_mtdet.modeling import conv_sum_fusion  # noqa: F401  # registers
 from tf_mtdet.modeling import necks  # noqa: F401  # registers the necks
-from tf_mtdet.modeling.backbones import resnext  # noqa: F401  # registers 'resnext'
+from tf_mtdet.modeling.backbones import resnext  # noqa: F401  # registers
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling import standard_parts  # noqa: F401  # registers parts
 from tf_mtdet.modeling import two_stage
-from tf_mtdet.modeling.poolers import multi_scale_attention  # noqa: F401  # registers
+from tf_mtdet.modeling.poolers import multi_scale_attention  # noqa: F401
 from tf_mtdet.modeling.heads import joint_head
 from tf_mtdet.modeling.heads import semantic_head  # noqa: F401  # registers
-from tf_mtdet.modeling.heads import distance_transform_head  # noqa: F401  # registers
+from tf_mtdet.modeling.heads import distance_transform_head  # noqa: F401
 from tf_mtdet.modeling.heads import res5_head  # noqa: F401  # registers
 
 

@@ -89,8 +89,7 @@ class ResNeXt(tf_keras.Model):
 
   def __init__(self, model_id: int = 101, cardinality: int = 32,
                width_per_group: int = 8, depth_multiplier: float = 1.0,
-               input_specs: tf_keras.layers.InputSpec = tf_keras.layers.InputSpec(
-                   shape=[None, None, None, 3]),
+               input_specs: Optional[tf_keras.layers.InputSpec] = None,
                use_sync_bn: bool = False, norm_momentum: float = 0.99,
                norm_epsilon: float = 0.001, activation: str = 'relu',
                kernel_regularizer: Optional[
@@ -107,6 +106,8 @@ class ResNeXt(tf_keras.Model):
     norm_args = dict(use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
                      norm_epsilon=norm_epsilon, activation=activation,
                      kernel_regularizer=kernel_regularizer)
+    if input_specs is None:
+      input_specs = tf_keras.layers.InputSpec(shape=[None, None, None, 3])
     inputs = tf_keras.Input(shape=input_specs.shape[1:])
     x = tf_keras.layers.Conv2D(
         int(64 * depth_multiplier), 7, strides=2, padding='same',

@@ -2,8 +2,9 @@
 
 * `RoIRes5`: ResNet's conv5 stage (bottleneck blocks, stride 2 in the first,
   projection shortcut; ResNeXt blocks with `cardinality` > 1) run on every
-  pooled RoI: [B, N, k, k, C] -> [B, N, k/2, k/2, 4 * filters]. Registered as the 'res5' 'roi_refinement':
-  DATNet Heavy's trunk shared by the box and mask branches.
+  pooled RoI: [B, N, k, k, C] -> [B, N, k/2, k/2, 4 * filters]. Registered
+  as the 'res5' 'roi_refinement': DATNet Heavy's trunk shared by the box and
+  mask branches.
 * `PooledBoxPredictor`: average pool, then the class and box FCs.
   Registered as the 'avg_pool' 'box_head' (Heavy: after the shared trunk).
 * 'res5' 'box_head' (Light, Table 3's res5 extractor): `RoIRes5` then
