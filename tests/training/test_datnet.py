@@ -1,6 +1,6 @@
 """DATNet: the tiny config trains on 2 replicas with SyncBN (DT and semantic
-losses falling), evaluates, exports and serves; every table row's switches;
-Table 7's parameter counts at 81 classes."""
+losses falling), evaluates, exports and serves; every table row's switches.
+(Table 7's parameter counts: tests/modeling/test_datnet_params.py.)"""
 
 import glob
 import json
@@ -8,17 +8,13 @@ import os
 import textwrap
 
 import numpy as np
-import pytest
-import tensorflow as tf
 
 from tests import conftest as root
 from tests.training import conftest
-from tf_mtdet import families
 from tf_mtdet.config import experiment
 from tf_mtdet.serving import adapters
 from tf_mtdet.serving import exporter
 from tf_mtdet.serving import predict
-from tf_mtdet.tools import profiling
 from tf_mtdet.training import evaluate
 
 CONFIGS = os.path.join(root.REPO_ROOT, 'configs', 'datnet')
