@@ -18,6 +18,8 @@ from official.vision.configs import backbones
 from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_cfg
 
+from tf_mtdet.config import backbones as tf_mtdet_backbones
+
 
 @dataclasses.dataclass
 class BottomUpFPN(hyperparams.Config):
@@ -72,13 +74,21 @@ class MaskHead(maskrcnn_cfg.MaskHead):
 @dataclasses.dataclass
 class RoIPooler(maskrcnn_cfg.ROIAligner):
   """RoI pooler. 'level_assigned' is Model Garden's RoIAlign on the FPN level
-  the box size assigns (`MultilevelROIAligner`)."""
+  the box size assigns (`MultilevelROIAligner`); 'multi_scale_attention' is
+  DATNet's MSPwA (every level in `multi_scale_levels`, concatenated, SE with
+  max pooling and reduction `attention_reduction`)."""
   type: str = 'level_assigned'
+  multi_scale_levels: List[int] = dataclasses.field(
+      default_factory=lambda: [2, 5])
+  attention_reduction: int = 16
 
 
 @dataclasses.dataclass
 class MaskRoIPooler(maskrcnn_cfg.MaskROIAligner):
   type: str = 'level_assigned'
+  multi_scale_levels: List[int] = dataclasses.field(
+      default_factory=lambda: [2, 5])
+  attention_reduction: int = 16
 
 
 @dataclasses.dataclass
@@ -129,12 +139,45 @@ class SemanticHead(hyperparams.Config):
     num_fused_convs: conv3x3 + ReLU layers after the levels are summed.
     loss_weight: Weight of its pixel loss in the total (0 keeps the head,
       e.g. for fusion, without training it on semantic labels).
+    loss: 'cross_entropy', or 'focal' (DATNet's focal-style categorical
+      loss, `losses.pixel_focal`).
+    focal_gamma: Focal exponent of the 'focal' loss.
+    focal_alpha_background: Weight of background pixels in the 'focal' loss
+      (other classes weigh 1).
   """
   num_classes: int = 0
   levels: List[int] = dataclasses.field(default_factory=lambda: [2, 5])
   num_filters: int = 256
   num_fused_convs: int = 2
   loss_weight: float = 0.25
+  loss: str = 'cross_entropy'
+  focal_gamma: float = 2.0
+  focal_alpha_background: float = 0.2
+
+
+@dataclasses.dataclass
+class DistanceTransformHead(hyperparams.Config):
+  """DATNet's distance-transform (DT) head: the semantic head's shape, K =
+  len(bin_edges) + 2 classes of binned normalised distance (Sec. 3.1).
+
+  Attributes:
+    levels: Pyramid levels read, [min, max]; the target is made at stride
+      2**min.
+    num_filters: Width of the per-level branches and of the fused convs.
+    num_fused_convs: conv3x3 + ReLU layers after the levels are summed.
+    bin_edges: Upper edges of the foreground bins but the last ((0, 0.2],
+      (0.2, 0.4], > 0.4: K = 4).
+    loss_weight: w1 of Eqn. 3.
+    focal_gamma: Focal exponent.
+    focal_alpha_background: Weight of background pixels (others weigh 1).
+  """
+  levels: List[int] = dataclasses.field(default_factory=lambda: [2, 5])
+  num_filters: int = 256
+  num_fused_convs: int = 2
+  bin_edges: List[float] = dataclasses.field(default_factory=lambda: [0.2, 0.4])
+  loss_weight: float = 0.25
+  focal_gamma: float = 2.0
+  focal_alpha_background: float = 0.2
 
 
 @dataclasses.dataclass
@@ -146,6 +189,20 @@ class DenseAuxHead(hyperparams.OneOfConfig):
   """
   type: Optional[str] = None
   semantic: SemanticHead = dataclasses.field(default_factory=SemanticHead)
+  distance_transform: DistanceTransformHead = dataclasses.field(
+      default_factory=DistanceTransformHead)
+
+
+@dataclasses.dataclass
+class ConvSumFusion(hyperparams.Config):
+  """DATNet's 'sumNconv' fusion (Table 5).
+
+  Attributes:
+    num_convs: conv3x3 + ReLU layers after the sum, shared across levels.
+    num_filters: Their width (= the pyramid's channels).
+  """
+  num_convs: int = 2
+  num_filters: int = 256
 
 
 @dataclasses.dataclass
@@ -153,9 +210,49 @@ class FeatureFusion(hyperparams.OneOfConfig):
   """How dense auxiliary heads' features go back into the pyramid.
 
   'sum': P'_l = P_l + resize(F_head) for every head (no weights).
+  'sum2conv' / 'sum4conv' (DATNet Table 5): the sum, then 2 / 4 conv3x3 +
+  ReLU shared across levels.
   """
   type: Optional[str] = None
   sum: hyperparams.Config = dataclasses.field(default_factory=hyperparams.Config)
+  sum2conv: ConvSumFusion = dataclasses.field(
+      default_factory=lambda: ConvSumFusion(num_convs=2))
+  sum4conv: ConvSumFusion = dataclasses.field(
+      default_factory=lambda: ConvSumFusion(num_convs=4))
+
+
+@dataclasses.dataclass
+class Res5(hyperparams.Config):
+  """ResNet's res5 stage on pooled RoIs (DATNet's 'res5' box head and trunk).
+
+  Attributes:
+    filters: Bottleneck width (outputs 4 x filters channels).
+    num_blocks: Bottleneck blocks.
+    strides: Stride of the first block.
+    cardinality: > 1: ResNeXt blocks, their 3x3 convs in this many groups
+      (the res5 of a ResNeXt backbone, e.g. 32 for 32x8d).
+    bottleneck_width: ResNeXt blocks' inner width (2048 for 32x8d's res5).
+  """
+  filters: int = 512
+  num_blocks: int = 3
+  strides: int = 2
+  cardinality: int = 1
+  bottleneck_width: int = 0
+
+
+@dataclasses.dataclass
+class RoITrunk(hyperparams.Config):
+  """A trunk on the pooled RoIs shared by the box and mask branches (DATNet
+  Heavy): both poolers are followed by the same registered 'roi_refinement'
+  block `type` ('' : none; 'res5').
+
+  Attributes:
+    type: The shared block's registered name.
+    share_pooler: The mask branch also uses the box branch's pooler (one
+      MSPwA), instead of its own.
+  """
+  type: str = ''
+  share_pooler: bool = True
 
 
 @dataclasses.dataclass
@@ -178,8 +275,8 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
       default_factory=lambda: [None, None, 3])
   decoder: Neck = dataclasses.field(
       default_factory=lambda: Neck(type='fpn', fpn=decoders.FPN()))
-  backbone: backbones.Backbone = dataclasses.field(
-      default_factory=lambda: backbones.Backbone(
+  backbone: tf_mtdet_backbones.Backbone = dataclasses.field(
+      default_factory=lambda: tf_mtdet_backbones.Backbone(
           type='resnet', resnet=backbones.ResNet(model_id=50)))
   detection_head: BoxHead = dataclasses.field(default_factory=BoxHead)
   mask_head: MaskHead = dataclasses.field(default_factory=MaskHead)
@@ -194,4 +291,6 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
   ej_head: EJHead = dataclasses.field(default_factory=EJHead)
   losses: maskrcnn_cfg.Losses = dataclasses.field(
       default_factory=maskrcnn_cfg.Losses)
+  res5: Res5 = dataclasses.field(default_factory=Res5)
+  roi_trunk: RoITrunk = dataclasses.field(default_factory=RoITrunk)
 

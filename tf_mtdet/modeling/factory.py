@@ -17,12 +17,17 @@ from official.vision.modeling import retinanet_model
 from tf_mtdet.config import single_shot as single_shot_config
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.modeling import feature_fusion  # noqa: F401  # registers 'sum'
+from tf_mtdet.modeling import conv_sum_fusion  # noqa: F401  # registers
 from tf_mtdet.modeling import necks  # noqa: F401  # registers the necks
+from tf_mtdet.modeling.backbones import resnext  # noqa: F401  # registers
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling import standard_parts  # noqa: F401  # registers parts
 from tf_mtdet.modeling import two_stage
+from tf_mtdet.modeling.poolers import multi_scale_attention  # noqa: F401
 from tf_mtdet.modeling.heads import joint_head
 from tf_mtdet.modeling.heads import semantic_head  # noqa: F401  # registers
+from tf_mtdet.modeling.heads import distance_transform_head  # noqa: F401
+from tf_mtdet.modeling.heads import res5_head  # noqa: F401  # registers
 
 
 def l2_regularizer(weight_decay: float
@@ -85,6 +90,17 @@ def build_two_stage_model(config: two_stage_config.TwoStageModel,
     roi_pooler = joint_head.RefinedRoIPooler(roi_pooler, refinement)
     if mask_pooler is not None:
       mask_pooler = joint_head.RefinedRoIPooler(mask_pooler, refinement)
+  if config.roi_trunk.type:
+    # DATNet Heavy: one trunk (res5) on the pooled RoIs feeds both branches;
+    # the mask branch runs it on its own RoIs (the sampled positives in
+    # training, the detections at inference), as the paper's shared res5.
+    trunk = registry.build('roi_refinement', config.roi_trunk.type, config,
+                           regularizer)
+    roi_pooler = joint_head.RefinedRoIPooler(roi_pooler, trunk,
+                                             name='roi_trunk_pooler')
+    if mask_pooler is not None:
+      mask_pooler = (roi_pooler if config.roi_trunk.share_pooler else
+                     joint_head.RefinedRoIPooler(mask_pooler, trunk))
   mask_parts = {}
   if config.include_mask:
     mask_parts = dict(

@@ -17,6 +17,7 @@ from official.modeling import tf_utils
 
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.data.targets import semantic as semantic_targets
+from tf_mtdet.losses import pixel_focal
 from tf_mtdet.modeling import registry
 
 
@@ -117,6 +118,17 @@ def _num_classes(part: two_stage_config.SemanticHead, model_cfg) -> int:
 def _semantic_losses(part: two_stage_config.SemanticHead, model_cfg,
                      name: str = 'semantic') -> list[registry.LossTerm]:
   del model_cfg
+  if part.loss == 'focal':
+    # DATNet's focal-style categorical loss (Eqn. 1-2).
+    return [registry.LossTerm(
+        name, part.loss_weight,
+        lambda outputs, labels: pixel_focal.categorical_focal_loss(
+            outputs[f'{name}/logits'], labels['gt_semantic'],
+            gamma=part.focal_gamma,
+            alpha_background=part.focal_alpha_background))]
+  if part.loss != 'cross_entropy':
+    raise ValueError(f"semantic head loss must be 'cross_entropy' or "
+                     f"'focal', got {part.loss!r}")
   return [registry.LossTerm(
       name, part.loss_weight,
       lambda outputs, labels: pixel_cross_entropy(

@@ -1,0 +1,1 @@
+"""Backbones Model Garden lacks, registered in its backbone registry."""

@@ -1,0 +1,1 @@
+"""RoI poolers beyond Model Garden's level-assigned RoIAlign."""
