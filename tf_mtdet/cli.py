@@ -263,8 +263,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             ('VOC07', 'voc07_', ('mAP@0.5',)), ('VOC', 'voc_', ('mAP@0.5',)),
             ('semantic', '', ('mIoU', 'pixel_accuracy')))
   for title, prefix, keys in groups:
-    shown = [f'{k}={metrics[prefix + k]:.4f}' for k in keys
-             if prefix + k in metrics]
+    # COCOeval's -1: no ground truth of that size in the set.
+    shown = [f'{k}=' + (f'{metrics[prefix + k]:.4f}'
+                        if metrics[prefix + k] >= 0 else 'n/a')
+             for k in keys if prefix + k in metrics]
     if shown:
       print(f'{title} ' + '  '.join(shown))
   if os.path.exists(results):
