@@ -80,3 +80,17 @@ def test_sa_fpn_20e_schedule_by_hand():
   assert _lr_at(lr, 118288) == pytest.approx(0.02, rel=1e-6)
   assert _lr_at(lr, 118289) == pytest.approx(0.002, rel=1e-5)
   assert _lr_at(lr, 140468) == pytest.approx(0.0002, rel=1e-5)
+
+
+def test_datnet_detectron_1x_decays_at_60k_and_80k_of_90k():
+  # 90k iterations at batch 16 with x0.1 at 60k and 80k: epochs 8 and 10.667
+  # of 12. With total_steps 90000 the boundaries are 60000 and 80000
+  # (10.667 / 12 x 90000 = 80002.5 -> 80002 is within the rounding of the
+  # paper's round numbers; 8 / 12 x 90000 = 60000 exactly).
+  config = experiment.load_config('datnet/datnet_light_r50_fpn_1x_coco', [
+      'schedule.total_steps=90000'])
+  assert config.schedule.decay_epochs == [8, 10.667]
+  _, lr = schedules.build_optimizer(config.schedule, 16)
+  assert _lr_at(lr, 60000) == pytest.approx(0.02, rel=1e-6)
+  assert _lr_at(lr, 60001) == pytest.approx(0.002, rel=1e-5)
+  assert _lr_at(lr, 80003) == pytest.approx(0.0002, rel=1e-5)

@@ -38,7 +38,8 @@ class Schedule(hyperparams.Config):
     base_learning_rate: Learning rate at `base_batch_size`; scaled linearly to
       the actual global batch size.
     decay_epochs: The learning rate is multiplied by `decay_factor` after each
-      of these epochs.
+      of these epochs (fractions allowed: Detectron's 1x decays after 8 and
+      10.667 of 12).
     warmup_steps: Linear warmup from `warmup_ratio` * lr.
     total_steps: If > 0, overrides epochs * steps_per_epoch (quick runs).
   """
@@ -47,7 +48,7 @@ class Schedule(hyperparams.Config):
   num_train_examples: int = 0
   base_learning_rate: float = 0.02
   base_batch_size: int = 16
-  decay_epochs: List[int] = dataclasses.field(default_factory=lambda: [9, 11])
+  decay_epochs: List[float] = dataclasses.field(default_factory=lambda: [9, 11])
   decay_factor: float = 0.1
   warmup_steps: int = 500
   warmup_ratio: float = 0.001
