@@ -1,0 +1,7 @@
+"""Backbones registered with Model Garden's backbone registry.
+
+Importing this package registers them next to Model Garden's own ('resnet',
+...), so `backbones.factory.build_backbone` builds either.
+"""
+
+from tf_mtdet.modeling.backbones import ssd_resnet  # noqa: F401
