@@ -68,7 +68,9 @@ class SingleShotModel(tf_keras.Model):
   def priors(self, features: Mapping[str, tf.Tensor],
              image_size: tf.Tensor) -> tf.Tensor:
     """[N, 4] priors of the pyramid `features`, levels ascending."""
-    sizes = {l: (tf.shape(f)[1], tf.shape(f)[2]) for l, f in features.items()}
+    # Static sizes where known, so the number of priors is (NMS needs it).
+    sizes = {l: (f.shape[1] or tf.shape(f)[1], f.shape[2] or tf.shape(f)[2])
+             for l, f in features.items()}
     return ssd_anchors.flatten(
         ssd_anchors.multilevel_anchors(self._anchor_config, sizes, image_size),
         4)

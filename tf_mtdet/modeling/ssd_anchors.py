@@ -106,11 +106,15 @@ def multilevel_anchors(config, feature_sizes: Mapping[str, Sequence[IntLike]],
 
 
 def flatten(multilevel: Mapping[str, tf.Tensor], last_dim: int) -> tf.Tensor:
-  """{level: [..., H, W, k * last_dim]} -> [..., N, last_dim], levels in
-  ascending order (the order of the targets and the losses)."""
+  """{level: [(B,) H, W, k * last_dim]} -> [(B,) N, last_dim], levels in
+  ascending order (the order of the targets and the losses). N stays static
+  when the levels' sizes are (NMS needs it)."""
   flat = []
   for level in sorted(multilevel, key=int):
     x = multilevel[level]
-    batch = tf.shape(x)[:-3]
-    flat.append(tf.reshape(x, tf.concat([batch, [-1, last_dim]], axis=0)))
+    size = x.shape[-3:]
+    n = (size[0] * size[1] * size[2] // last_dim
+         if size.is_fully_defined() else -1)
+    flat.append(tf.reshape(x, [-1, n, last_dim] if x.shape.rank == 4 else
+                           [n, last_dim]))
   return tf.concat(flat, axis=-2)
