@@ -107,14 +107,11 @@ class SSDResNet(tf_keras.Model):
         use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
         norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
         kernel_regularizer=kernel_regularizer)
-    # Cut after conv4_x: a functional model on the ResNet's own graph, so
-    # conv5_x is neither built into it nor trained.
-    inputs = tf_keras.Input(shape=input_specs.shape[1:])
-    cut = tf_keras.Model(
-        full.inputs, [full.get_layer('block_group_l3').output,
-                      full.get_layer('block_group_l4').output],
-        name='resnet_to_conv4')
-    c3, c4 = cut(inputs)
+    # Cut after conv4_x: one functional graph from the ResNet's input through
+    # its conv4_x output, so conv5_x is neither part of it nor trained.
+    inputs = full.inputs
+    c3 = full.get_layer('block_group_l3').output
+    c4 = full.get_layer('block_group_l4').output
     endpoints = {'3': c3, '4': c4}
     x = c4
     for i in range(num_extra_levels):
