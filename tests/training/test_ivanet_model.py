@@ -3,6 +3,7 @@ the targets and loss terms of those parts only."""
 
 import os
 
+import numpy as np
 import pytest
 
 from tests import conftest as root
@@ -43,3 +44,21 @@ def test_ablation_builds_its_parts(name, neck, det, seg):
             generator['max_num_detections']) == (0.01, 400, 0.45, 200)
   if neck:
     assert {s[-1] for s in model.decoder.output_specs.values()} == {384}
+
+
+def test_paper_schedule_is_adam_beta1_half_with_two_steps():
+  from tf_mtdet.training import schedules  # pylint: disable=g-import-not-at-top
+  config = experiment.load_config(
+      os.path.join(CONFIGS, 'ivanet_r50_300_voc.yaml'),
+      ['train_data.label_map='])
+  schedule = config.schedule
+  assert schedules.total_steps(schedule, 32) == 65000
+  optimization = schedules.optimization_config(schedule, 32)
+  assert optimization.optimizer.type == 'adam'
+  assert optimization.optimizer.adam.beta_1 == 0.5
+  assert optimization.optimizer.adam.beta_2 == 0.999
+  assert optimization.learning_rate.stepwise.boundaries == [35000, 50000]
+  np.testing.assert_allclose(optimization.learning_rate.stepwise.values,
+                             [1e-4, 1e-5, 1e-6])
+  optimizer, _ = schedules.build_optimizer(schedule, 32)
+  assert 'Adam' in type(optimizer).__name__
