@@ -44,6 +44,12 @@ def _add_build_tfrecord(sub) -> None:
   p.add_argument('--semantic', action='store_true',
                  help='write a per-image semantic class PNG painted from the '
                  'instances (image/segmentation/class/encoded)')
+  p.add_argument('--voc-segmentation', action='append', default=[],
+                 metavar='DIR',
+                 help='(--format voc, repeatable) folder of semantic labels '
+                 'by image id: VOC2012 SegmentationClass/<id>.png or SBD '
+                 'cls/<id>.mat, searched in order; images without one get '
+                 'an all-ignore (255) map, counted in the summary')
   p.add_argument('--box-masks', action='store_true',
                  help='instances without a segmentation (all of them for VOC) '
                  'get their box filled as a coarse mask (implies '
@@ -81,12 +87,21 @@ def _run_build_tfrecord(args: argparse.Namespace) -> int:
                if args.classes else None)
     source = builder.read_voc(args.voc_root, log, split_file=args.split,
                               class_names=classes)
+  if args.voc_segmentation:
+    from tf_mtdet.data.builder import voc_segmentation  # pylint: disable=g-import-not-at-top
+    if args.format != 'voc':
+      raise builder.BuildError('--voc-segmentation needs --format voc')
+    if args.semantic:
+      raise builder.BuildError('--voc-segmentation writes the semantic map '
+                               'from label files; drop --semantic')
+    voc_segmentation.attach_label_files(source, args.voc_segmentation)
   options = builder.EncodeOptions(
       include_masks=args.include_masks or args.box_masks,
       semantic=args.semantic,
       box_masks=args.box_masks,
       category_names={c.id: c.name for c in source.categories},
-      max_image_pixels=args.max_image_pixels)
+      max_image_pixels=args.max_image_pixels,
+      semantic_files=bool(args.voc_segmentation))
   result = builder.build_tfrecords(
       source, args.output, args.num_shards, options, log,
       num_workers=args.num_workers,
@@ -96,6 +111,9 @@ def _run_build_tfrecord(args: argparse.Namespace) -> int:
         f'({s["crowd"]} crowd) to {len(result.shards)} shard(s) '
         f'{args.output}-*.tfrecord; skipped {s["skipped_total"]} item(s)'
         + (f' {json.dumps(s["skipped"])}' if s['skipped_total'] else '')
+        + (f'; {s["images_without_semantic_labels"]} image(s) without a '
+           'semantic label (all ignore)'
+           if 'images_without_semantic_labels' in s else '')
         + f'; summary: {result.summary_path}')
   return 0
 

@@ -37,6 +37,12 @@ class Augmentation(hyperparams.Config):
     skip_difficult_during_training: Drop VOC `difficult` objects in training.
     semantic_ignore_label: Label of padding pixels in `gt_semantic`.
     dtype: Image dtype fed to the model.
+    ssd_augmentation: SSD's augmentation before the resize (training):
+      photometric distortion, zoom-out up to `max_zoom_out` x, IoU-
+      constrained random crop (`tf_mtdet.data.ssd_augment`).
+    max_zoom_out: Largest zoom-out ratio (1: none).
+    photometric_distortion: Brightness/contrast/saturation/hue jitter in
+      `ssd_augmentation`.
   """
   resize_mode: str = 'fixed'
   output_size: List[int] = dataclasses.field(default_factory=lambda: [512, 512])
@@ -51,6 +57,9 @@ class Augmentation(hyperparams.Config):
   skip_difficult_during_training: bool = True
   semantic_ignore_label: int = 255
   dtype: str = 'float32'
+  ssd_augmentation: bool = False
+  max_zoom_out: float = 4.0
+  photometric_distortion: bool = True
 
   def __post_init__(self, *args, **kwargs):
     super().__post_init__(*args, **kwargs)

@@ -42,6 +42,8 @@ class Schedule(hyperparams.Config):
       10.667 of 12).
     warmup_steps: Linear warmup from `warmup_ratio` * lr.
     total_steps: If > 0, overrides epochs * steps_per_epoch (quick runs).
+    optimizer: 'sgd' (with `momentum`) or 'adam' (with `beta_1`, `beta_2`;
+      IvaNet: beta_1 0.5).
   """
   epochs: int = 12
   steps_per_epoch: int = 0
@@ -56,6 +58,9 @@ class Schedule(hyperparams.Config):
   weight_decay: float = 1e-4
   clipnorm: float = 0.0
   total_steps: int = 0
+  optimizer: str = 'sgd'
+  beta_1: float = 0.9
+  beta_2: float = 0.999
 
 
 @dataclasses.dataclass

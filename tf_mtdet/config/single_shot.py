@@ -8,7 +8,7 @@ way.
 """
 
 import dataclasses
-from typing import List
+from typing import List, Optional
 
 from official.modeling import hyperparams
 from official.vision.configs import backbones
@@ -37,11 +37,138 @@ class FocalLoss(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class SSDResNet(hyperparams.Config):
+  """ResNet cut after conv4_x plus SSD extra levels (BlitzNet's ResNet SSD).
+
+  Attributes:
+    model_id: ResNet depth (Model Garden's `RESNET_SPECS`).
+    depth_multiplier: Width multiplier of the ResNet part.
+    num_extra_levels: Levels after conv4_x (4 at 300: 10/5/3/1; 5 at 512:
+      16/8/4/2/1).
+    extra_filters: Bottleneck width of the extra levels (outputs 4x that).
+    extra_blocks: Bottleneck units per extra level (the first has stride 2).
+    global_pool_last: The last extra level is a global average pool (1x1).
+  """
+  model_id: int = 50
+  depth_multiplier: float = 1.0
+  num_extra_levels: int = 4
+  extra_filters: int = 128
+  extra_blocks: int = 2
+  global_pool_last: bool = True
+
+
+@dataclasses.dataclass
+class Backbone(backbones.Backbone):
+  """Model Garden's backbones plus 'ssd_resnet'."""
+  ssd_resnet: SSDResNet = dataclasses.field(default_factory=SSDResNet)
+
+
+@dataclasses.dataclass
+class LocalTopDown(hyperparams.Config):
+  """LTD neck (LTD-SSD) with IvaNet's 1x1 output projection.
+
+  Attributes:
+    num_filters: Width of the up-sampled (U1, U2) and residual (E) maps.
+    output_filters: Channels of every output level after the 1x1 conv
+      (IvaNet: 384); 0 keeps the concatenation.
+  """
+  num_filters: int = 128
+  output_filters: int = 384
+
+
+@dataclasses.dataclass
+class Neck(two_stage.Neck):
+  """The single-shot neck: the two-stage ones plus 'ltd'."""
+  ltd: LocalTopDown = dataclasses.field(default_factory=LocalTopDown)
+
+
+@dataclasses.dataclass
+class SSDAnchors(hyperparams.Config):
+  """SSD prior boxes per level (LTD-SSD / SSD prototxt `PriorBox` params).
+
+  Per location: min size, sqrt(min * max), then for each aspect ratio r the
+  boxes r and 1/r, all in input pixels, centred at (i + 0.5) * step.
+
+  Attributes:
+    min_sizes: Per level.
+    max_sizes: Per level.
+    aspect_ratios: Per level, comma-separated, without 1 and without the
+      flips (Model Garden configs hold no nested lists).
+    steps: Per level, input pixels between neighbouring centres (0: input
+      size / feature size).
+    clip: Clip priors to the image.
+  """
+  min_sizes: List[float] = dataclasses.field(
+      default_factory=lambda: [30., 60., 111., 162., 213., 264.])
+  max_sizes: List[float] = dataclasses.field(
+      default_factory=lambda: [60., 111., 162., 213., 264., 315.])
+  aspect_ratios: List[str] = dataclasses.field(
+      default_factory=lambda: ['2', '2,3', '2,3', '2,3', '2', '2'])
+  steps: List[float] = dataclasses.field(
+      default_factory=lambda: [8., 16., 32., 64., 100., 300.])
+  clip: bool = False
+
+
+@dataclasses.dataclass
+class SSDLoss(hyperparams.Config):
+  """SSD's MultiBox loss: softmax CE with hard negative mining plus smooth
+  L1 over positives, both divided by the number of positives.
+
+  Attributes:
+    neg_pos_ratio: Hard negatives kept per positive.
+    box_weight: Weight of the box term.
+    variances: Box coder variances (y, x, h, w).
+  """
+  neg_pos_ratio: float = 3.0
+  box_weight: float = 1.0
+  variances: List[float] = dataclasses.field(
+      default_factory=lambda: [0.1, 0.1, 0.2, 0.2])
+
+
+@dataclasses.dataclass
+class PCMHead(hyperparams.Config):
+  """IvaNet's segmentation head (PCM): every level resized to the largest,
+  concatenated, conv3x3 + ReLU, conv3x3 to classes.
+
+  Attributes:
+    num_classes: Semantic classes (0 = the model's `num_classes`).
+    level_filters: Per-level conv3x3 before the resize (BlitzNet: 64; 0:
+      none, the raw levels are concatenated).
+    num_filters: Width of the fused conv3x3.
+    loss_weight: W in L_det + W L_seg.
+  """
+  num_classes: int = 0
+  level_filters: int = 64
+  num_filters: int = 256
+  loss_weight: float = 1.0
+
+
+@dataclasses.dataclass
+class SegHead(hyperparams.OneOfConfig):
+  """The segmentation head of a single-shot model (None: none)."""
+  type: Optional[str] = None
+  pcm: PCMHead = dataclasses.field(default_factory=PCMHead)
+
+
+@dataclasses.dataclass
+class SSDDetectionGenerator(hyperparams.Config):
+  """SSD inference: softmax scores, per-class top-k, per-class NMS."""
+  pre_nms_score_threshold: float = 0.01
+  pre_nms_top_k: int = 400
+  nms_iou_threshold: float = 0.45
+  max_num_detections: int = 200
+
+
+@dataclasses.dataclass
 class DenseHead(retinanet_cfg.RetinaNetHead):
   """The per-level class/box head. 'retinanet' is Model Garden's
   `RetinaNetHead` (num_convs 3x3 convs per branch)."""
   type: str = 'retinanet'
   loss: FocalLoss = dataclasses.field(default_factory=FocalLoss)
+  ssd_loss: SSDLoss = dataclasses.field(default_factory=SSDLoss)
+
+
+# IvaNet (Huang & Wang) parts ------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -55,16 +182,26 @@ class SingleShotModel(retinanet_cfg.RetinaNet):
     head: The dense head with its loss.
     anchor_targets: Anchor labelling in the parser.
     loss_weight: Multiplies the whole detection loss.
+    ssd_anchors: SSD priors ('ssd' dense head).
+    ssd_detection_generator: SSD inference ('ssd' dense head).
+    seg_head: Segmentation head on the pyramid (IvaNet's PCM).
+    size_divisor: Padded input sizes are a multiple of it (0: 2^max_level;
+      SSD: 1, a fixed 300 or 512 input).
   """
   num_classes: int = 0
   input_size: List[int] = dataclasses.field(
       default_factory=lambda: [None, None, 3])
-  decoder: two_stage.Neck = dataclasses.field(
-      default_factory=lambda: two_stage.Neck(type='fpn', fpn=decoders.FPN()))
-  backbone: backbones.Backbone = dataclasses.field(
-      default_factory=lambda: backbones.Backbone(
+  decoder: Neck = dataclasses.field(
+      default_factory=lambda: Neck(type='fpn', fpn=decoders.FPN()))
+  backbone: Backbone = dataclasses.field(
+      default_factory=lambda: Backbone(
           type='resnet', resnet=backbones.ResNet(model_id=50)))
   head: DenseHead = dataclasses.field(default_factory=DenseHead)
   anchor_targets: AnchorTargets = dataclasses.field(
       default_factory=AnchorTargets)
   loss_weight: float = 1.0
+  ssd_anchors: SSDAnchors = dataclasses.field(default_factory=SSDAnchors)
+  ssd_detection_generator: SSDDetectionGenerator = dataclasses.field(
+      default_factory=SSDDetectionGenerator)
+  seg_head: SegHead = dataclasses.field(default_factory=SegHead)
+  size_divisor: int = 0

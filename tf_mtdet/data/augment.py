@@ -23,6 +23,7 @@ from official.vision.ops import box_ops
 from official.vision.ops import preprocess_ops
 
 from tf_mtdet.config import data as data_config
+from tf_mtdet.data import ssd_augment
 
 # What parts may ask the augmentation for besides image, boxes and classes.
 MASKS = 'masks'
@@ -51,6 +52,12 @@ class Augmenter:
     unknown = set(needs) - {MASKS, SEMANTIC}
     if unknown:
       raise ValueError(f'unknown augmentation outputs {sorted(unknown)}')
+    if config.ssd_augmentation and MASKS in needs:
+      raise ValueError('parser.ssd_augmentation does not move instance masks; '
+                       'use it with models without a mask head')
+    if config.ssd_augmentation and config.max_zoom_out < 1.0:
+      raise ValueError(f'parser.max_zoom_out must be >= 1, got '
+                       f'{config.max_zoom_out}')
     self._cfg = config
     self._needs = frozenset(needs)
     self._short_sides = [int(s) for s in config.short_side]
@@ -150,6 +157,17 @@ class Augmenter:
       masks = tf.gather(masks, indices)
 
     image = data['image']
+    if cfg.ssd_augmentation:
+      # On the decoded image: what follows treats the result as the original.
+      semantic_in = (data['groundtruth_semantic'] if SEMANTIC in self._needs
+                     else None)
+      image, boxes, classes, semantic_in, _ = ssd_augment.ssd_augment(
+          image, boxes, classes, semantic_in,
+          max_zoom_out=cfg.max_zoom_out,
+          photometric=cfg.photometric_distortion,
+          ignore_label=cfg.semantic_ignore_label)
+      if semantic_in is not None:
+        data = dict(data, groundtruth_semantic=semantic_in)
     original_size = tf.shape(image)[0:2]
     image = preprocess_ops.normalize_image(image)
     # The semantic map rides along as a fourth image channel so each random

@@ -26,15 +26,46 @@ class SingleShotFamily(base.Family):
   def call_inference(self, model, images, image_info):
     return model(images, image_shape=image_info[:, 1, :], training=False)
 
+  @property
+  def stride(self) -> int:
+    """SSD inputs are a fixed size (`size_divisor` 1), not a multiple of
+    2^max_level."""
+    return self.model_config.size_divisor or 2**self.model_config.max_level
+
   def target_generators(self):
     cfg = self.model_config
-    generators = [registry.targets('dense_head', cfg.head.type, cfg)]
+    generators = []
+    if cfg.head.type:
+      generators.append(registry.targets('dense_head', cfg.head.type, cfg))
+    if cfg.seg_head.type:
+      generators.append(registry.targets('dense_aux_head', cfg.seg_head.type,
+                                         cfg.seg_head.get(), cfg))
     return [g for g in generators if g is not None]
 
   def build_losses(self) -> total.TotalLoss:
     cfg = self.model_config
-    return total.TotalLoss(registry.losses('dense_head', cfg.head.type, cfg),
-                           cfg.loss_weight)
+    terms = (registry.losses('dense_head', cfg.head.type, cfg)
+             if cfg.head.type else [])
+    if cfg.seg_head.type:
+      terms += registry.losses('dense_aux_head', cfg.seg_head.type,
+                               cfg.seg_head.get(), cfg)
+    return total.TotalLoss(terms, cfg.loss_weight)
+
+  def detections(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The base detections, plus the model's own `semantic` class map (the
+    segmentation head's logits are already resized to the input)."""
+    result = super().detections(
+        {k: v for k, v in outputs.items() if k != 'semantic/logits'})
+    if 'semantic' in outputs:
+      result['semantic'] = outputs['semantic']
+    return result
+
+  @property
+  def semantic_classes(self) -> int:
+    seg = self.model_config.seg_head
+    if not seg.type:
+      return 0
+    return seg.get().num_classes or self.model_config.num_classes
 
   def model_inputs(self, labels: Mapping[str, Any],
                    training: bool) -> dict[str, Any]:

@@ -13,21 +13,27 @@ import tf_keras
 
 from official.vision.modeling import factory as mg_factory
 from official.vision.modeling import retinanet_model
+from official.vision.modeling.backbones import factory as backbone_factory
+from official.vision.modeling.decoders import factory as decoder_factory
+from official.vision.modeling.layers import detection_generator
 
 from tf_mtdet.config import single_shot as single_shot_config
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.modeling import feature_fusion  # noqa: F401  # registers 'sum'
+from tf_mtdet.modeling import backbones  # noqa: F401  # registers backbones
 from tf_mtdet.modeling import conv_sum_fusion  # noqa: F401  # registers
 from tf_mtdet.modeling import necks  # noqa: F401  # registers the necks
-from tf_mtdet.modeling.backbones import resnext  # noqa: F401  # registers
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling import standard_parts  # noqa: F401  # registers parts
+from tf_mtdet.modeling import single_shot
 from tf_mtdet.modeling import two_stage
 from tf_mtdet.modeling.poolers import multi_scale_attention  # noqa: F401
 from tf_mtdet.modeling.heads import joint_head
+from tf_mtdet.modeling.heads import pcm_head  # noqa: F401  # registers
 from tf_mtdet.modeling.heads import semantic_head  # noqa: F401  # registers
 from tf_mtdet.modeling.heads import distance_transform_head  # noqa: F401
 from tf_mtdet.modeling.heads import res5_head  # noqa: F401  # registers
+from tf_mtdet.modeling.heads import ssd_head  # noqa: F401  # registers
 
 
 def l2_regularizer(weight_decay: float
@@ -141,9 +147,12 @@ def build_single_shot_model(config: single_shot_config.SingleShotModel,
                             weight_decay: float = 0.0
                             ) -> retinanet_model.RetinaNetModel:
   """Builds the single-shot model a config describes (unbuilt): Model
-  Garden's `RetinaNetModel` with the registered dense head."""
+  Garden's `RetinaNetModel` with the registered dense head, or with an SSD
+  head or a segmentation head our `SingleShotModel`."""
   regularizer = l2_regularizer(weight_decay)
   input_specs = tf_keras.layers.InputSpec(shape=[None, *config.input_size])
+  if config.head.type != 'retinanet' or config.seg_head.type:
+    return build_ssd_model(config, input_specs, regularizer)
   base = mg_factory.build_retinanet(input_specs, config, regularizer)
   return retinanet_model.RetinaNetModel(
       backbone=base.backbone,
@@ -155,3 +164,31 @@ def build_single_shot_model(config: single_shot_config.SingleShotModel,
       num_scales=config.anchor.num_scales,
       aspect_ratios=config.anchor.aspect_ratios,
       anchor_size=config.anchor.anchor_size)
+
+
+def build_ssd_model(config: single_shot_config.SingleShotModel,
+                    input_specs: tf_keras.layers.InputSpec,
+                    regularizer: Optional[tf_keras.regularizers.Regularizer]
+                    ) -> single_shot.SingleShotModel:
+  """IvaNet-style model: registered trunk, neck, dense head ('' for none)
+  and segmentation head (`seg_head.type`, None for none)."""
+  backbone = backbone_factory.build_backbone(
+      input_specs, config.backbone, config.norm_activation, regularizer)
+  decoder = decoder_factory.build_decoder(backbone.output_specs, config,
+                                          regularizer)
+  head = (registry.build('dense_head', config.head.type, config, regularizer)
+          if config.head.type else None)
+  seg_head = (registry.build('dense_aux_head', config.seg_head.type,
+                             config.seg_head.get(), config, regularizer)
+              if config.seg_head.type else None)
+  gen = config.ssd_detection_generator
+  return single_shot.SingleShotModel(
+      backbone=backbone, decoder=decoder, num_classes=config.num_classes,
+      head=head, seg_head=seg_head,
+      detection_generator=detection_generator.DetectionGenerator(
+          pre_nms_top_k=gen.pre_nms_top_k,
+          pre_nms_score_threshold=gen.pre_nms_score_threshold,
+          nms_iou_threshold=gen.nms_iou_threshold,
+          max_num_detections=gen.max_num_detections, nms_version='v2'),
+      anchor_config=config.ssd_anchors,
+      variances=config.head.ssd_loss.variances)

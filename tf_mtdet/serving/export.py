@@ -37,6 +37,11 @@ Outputs (every signature), with `B` the batch and `N` the detections:
   masks pasted into original-image pixels; H, W are the largest image height
   and width of the batch and image b's masks live in its top-left
   [height_b, width_b] corner (zero elsewhere);
+* `semantic_map` [B, H, W] uint8 (models with a segmentation head): class
+  ids in ORIGINAL-image pixels (nearest neighbour); H, W are the largest
+  image height and width of the batch, image b's map in its top-left
+  [height_b, width_b] corner (zero elsewhere). A segmentation-only model
+  returns no detections (N = 0);
 * `image_info` [B, 4, 2] float32: Model Garden's image info ([original
   size], [resized size], [y, x scale], [y, x offset]).
 
@@ -367,6 +372,13 @@ class ServingModule(export_base.ExportModule):
 
   def _postprocess(self, outputs: Mapping[str, tf.Tensor],
                    image_info: tf.Tensor) -> Dict[str, tf.Tensor]:
+    if 'detection_boxes' not in outputs:
+      # A segmentation-only model: no detections.
+      batch = tf.shape(image_info)[0]
+      outputs = dict(outputs, detection_boxes=tf.zeros([batch, 0, 4]),
+                     detection_scores=tf.zeros([batch, 0]),
+                     detection_classes=tf.zeros([batch, 0], tf.int32),
+                     num_detections=tf.zeros([batch], tf.int32))
     boxes = tf.cast(outputs['detection_boxes'], tf.float32)
     scores = tf.cast(outputs['detection_scores'], tf.float32)
     classes = tf.cast(outputs['detection_classes'], tf.int32)
@@ -415,6 +427,9 @@ class ServingModule(export_base.ExportModule):
         result['detection_full_masks'] = self._full_masks(
             result['detection_masks'], result['detection_boxes'], valid,
             image_info)
+    if 'semantic' in outputs:
+      result['semantic_map'] = semantic_at_original_size(outputs['semantic'],
+                                                         image_info)
     return result
 
   @staticmethod
@@ -519,6 +534,38 @@ class ServingModule(export_base.ExportModule):
       function, spec = functions[key]
       signatures[name] = function.get_concrete_function(spec)
     return signatures
+
+
+def semantic_at_original_size(semantic: tf.Tensor,
+                              image_info: tf.Tensor) -> tf.Tensor:
+  """Class maps at the padded input size -> original-image pixels.
+
+  Args:
+    semantic: [B, padded_h, padded_w] int class ids.
+    image_info: [B, 4, 2] Model Garden image info.
+
+  Returns:
+    [B, H_max, W_max] uint8: image b's resized region (offset undone) scaled
+    back nearest-neighbour to its original size in the top-left corner,
+    zero elsewhere.
+  """
+  sizes = tf.cast(tf.round(image_info[:, 0, :]), tf.int32)
+  max_h, max_w = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
+
+  def one(args):
+    labels, info, size = args
+    # Original pixel centre (r + 0.5) lands at (r + 0.5) * scale - offset in
+    # the padded input; take the label of the pixel it falls in.
+    def source(axis):
+      centres = (tf.range(size[axis], dtype=tf.float32) + 0.5) * info[2, axis]
+      index = tf.cast(tf.floor(centres - info[3, axis]), tf.int32)
+      return tf.clip_by_value(index, 0, tf.shape(labels)[axis] - 1)
+    crop = tf.gather(tf.gather(labels, source(0), axis=0), source(1), axis=1)
+    crop = tf.cast(tf.clip_by_value(crop, 0, 255), tf.uint8)
+    return tf.pad(crop, [[0, max_h - size[0]], [0, max_w - size[1]]])
+
+  return tf.map_fn(one, (semantic, image_info, sizes),
+                   fn_output_signature=tf.TensorSpec([None, None], tf.uint8))
 
 
 def _next_version(export_dir: str) -> int:

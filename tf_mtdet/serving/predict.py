@@ -83,7 +83,9 @@ def predict_image(export_dir: Union[str, Any],
     xmax in original pixels; `scores` [n]; `classes` [n] int32;
     `class_names` list of n str; with a mask head `masks` [n, mh, mw]
     per-box probabilities, and `full_masks` [n, height, width] uint8 if the
-    model was exported with full-image masks. Sorted by score, best first.
+    model was exported with full-image masks; with a segmentation head
+    `semantic_map` [height, width] uint8 class ids. Sorted by score, best
+    first.
 
   Raises:
     PredictError: missing, unreadable, non-image or too large file, or no
@@ -130,6 +132,8 @@ def predict_image(export_dir: Union[str, Any],
   if 'detection_full_masks' in outputs:
     result['full_masks'] = outputs['detection_full_masks'][
         keep, :height, :width]
+  if 'semantic_map' in outputs:
+    result['semantic_map'] = outputs['semantic_map'][:height, :width]
   return result
 
 
@@ -205,6 +209,9 @@ def write_prediction(image_path: str,
         f'{image_path}: image is {image.shape[0]}x{image.shape[1]} but the '
         f'detections are for {detections["image_size"][0]}x'
         f'{detections["image_size"][1]}')
+  if 'semantic_map' in detections:
+    # The translucent class overlay under the boxes.
+    image = visualize.draw_semantic(image, detections['semantic_map'])
   drawn = visualize.draw_detections(image, detections)
   ok, png = cv2.imencode('.png', cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
   if not ok:

@@ -48,6 +48,11 @@ def validate_schedule(schedule: experiment_config.Schedule,
     fail('warmup_ratio', 'must be in [0, 1]')
   if not 0 <= schedule.momentum < 1:
     fail('momentum', 'must be in [0, 1)')
+  if schedule.optimizer not in ('sgd', 'adam'):
+    fail('optimizer', "must be 'sgd' or 'adam'")
+  for field in ('beta_1', 'beta_2'):
+    if not 0 <= getattr(schedule, field) < 1:
+      fail(field, 'must be in [0, 1)')
   decay = list(schedule.decay_epochs or [])
   late = [e for e in decay if not 0 < e < schedule.epochs]
   if late:
@@ -114,10 +119,14 @@ def optimization_config(schedule: experiment_config.Schedule,
       {'type': 'stepwise', 'stepwise': {'boundaries': boundaries,
                                         'values': values}} if boundaries else
       {'type': 'constant', 'constant': {'learning_rate': lr}})
+  optimizer = ({'type': 'adam', 'adam': {
+      'beta_1': schedule.beta_1, 'beta_2': schedule.beta_2,
+      'clipnorm': schedule.clipnorm or None}}
+               if schedule.optimizer == 'adam' else
+               {'type': 'sgd', 'sgd': {'momentum': schedule.momentum,
+                                      'clipnorm': schedule.clipnorm or None}})
   return optimization.OptimizationConfig({
-      'optimizer': {'type': 'sgd', 'sgd': {
-          'momentum': schedule.momentum,
-          'clipnorm': schedule.clipnorm or None}},
+      'optimizer': optimizer,
       'learning_rate': learning_rate_config,
       'warmup': {'type': 'linear', 'linear': {
           'warmup_steps': warmup,

@@ -26,6 +26,7 @@ from tensorflow.core.example import feature_pb2
 from tf_mtdet.data import image_size
 from tf_mtdet.data.builder import png
 from tf_mtdet.data.builder import records
+from tf_mtdet.data.builder import voc_segmentation
 
 _PASS_THROUGH_FORMATS = {'JPEG': b'jpeg', 'PNG': b'png'}
 
@@ -44,12 +45,16 @@ class EncodeOptions:
     max_image_pixels: Images declaring more pixels (width x height, read from
       the header before decoding) are skipped as `image_too_large`; 0 for no
       limit.
+    semantic_files: Write `image/segmentation/class/encoded` from each
+      image's `semantic_path` (VOC PNG / SBD .mat, 255 kept); images without
+      one get an all-255 (ignore) map.
   """
   include_masks: bool = False
   semantic: bool = False
   box_masks: bool = False
   category_names: Optional[dict[int, str]] = None
   max_image_pixels: int = image_size.DEFAULT_MAX_IMAGE_PIXELS
+  semantic_files: bool = False
 
   @property
   def needs_masks(self) -> bool:
@@ -63,6 +68,7 @@ class EncodedImage:
   gt_image: dict[str, Any]
   gt_annotations: list[dict[str, Any]]
   num_crowd: int
+  semantic_missing: bool = False
 
 
 def _bytes(values: list[bytes]) -> feature_pb2.Feature:
@@ -228,6 +234,24 @@ def encode_image(record: records.ImageRecord,
         labels[m > 0] = instance.category_id
       feature['image/segmentation/class/encoded'] = _bytes(
           [png.encode_label_map(labels)])
+  semantic_missing = False
+  if options.semantic_files:
+    if record.semantic_path is None:
+      # No label for this image: every pixel ignored, counted in the summary.
+      labels, semantic_missing = np.full((h, w), 255, np.uint8), True
+    else:
+      try:
+        labels = voc_segmentation.read_label_file(record.semantic_path)
+      except records.BuildError as e:
+        return records.Problem('invalid_segmentation_file',
+                               record.semantic_path, str(e), 'image')
+      if labels.shape != (h, w):
+        return records.Problem(
+            'invalid_segmentation_file', record.semantic_path,
+            f'label map is {labels.shape[1]}x{labels.shape[0]} (w x h) but '
+            f'the image is {w}x{h}', 'image')
+    feature['image/segmentation/class/encoded'] = _bytes(
+        [png.encode_label_map(labels)])
 
   example = example_pb2.Example(
       features=feature_pb2.Features(feature=feature))
@@ -249,5 +273,6 @@ def encode_image(record: records.ImageRecord,
   return EncodedImage(
       serialized=example.SerializeToString(deterministic=True),
       gt_image=gt_image, gt_annotations=gt_annotations,
-      num_crowd=sum(int(i.is_crowd) for i in instances))
+      num_crowd=sum(int(i.is_crowd) for i in instances),
+      semantic_missing=semantic_missing)
 

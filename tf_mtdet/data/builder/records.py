@@ -45,6 +45,8 @@ class ImageRecord:
     width: Width in pixels as the annotations state it (0 if unknown).
     instances: Objects in source order (painting order for semantic maps).
     source_entry: The source's own image entry, copied into the GT JSON.
+    semantic_path: Its semantic label file (VOC SegmentationClass PNG, SBD
+      .mat), with `EncodeOptions.semantic_files`.
   """
   image_id: int
   file_name: str
@@ -53,6 +55,7 @@ class ImageRecord:
   width: int
   instances: list[Instance] = dataclasses.field(default_factory=list)
   source_entry: Optional[dict[str, Any]] = None
+  semantic_path: Optional[str] = None
 
 
 @dataclasses.dataclass

@@ -162,6 +162,7 @@ def build_tfrecords(source: records.DatasetSource, output_prefix: str,
     gt_images, gt_annotations = [], []
     shard_records = [0] * num_shards
     num_crowd = 0
+    semantic_missing = 0
     progress = _Progress(len(source.images), progress_stream)
     results = _encoded_stream(source.images, options, num_workers, pools)
     for done, (record, result) in enumerate(zip(source.images, results), 1):
@@ -173,6 +174,7 @@ def build_tfrecords(source: records.DatasetSource, output_prefix: str,
         gt_images.append(result.gt_image)
         gt_annotations.extend(result.gt_annotations)
         num_crowd += result.num_crowd
+        semantic_missing += result.semantic_missing
       progress.update(done, sum(log.counts.values()))
     progress.update(len(source.images), sum(log.counts.values()), final=True)
     for w in writers:
@@ -200,6 +202,10 @@ def build_tfrecords(source: records.DatasetSource, output_prefix: str,
                     'semantic': options.semantic,
                     'box_masks': options.box_masks},
     }
+    if options.semantic_files:
+      summary['options']['semantic_files'] = True
+      # Written with an all-ignore semantic map.
+      summary['images_without_semantic_labels'] = semantic_missing
     tmp_others = {k: os.path.join(tmp_dir, os.path.basename(p))
                   for k, p in final_others.items()}
     _write_json(tmp_others['annotations'], {

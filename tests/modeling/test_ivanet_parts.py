@@ -1,0 +1,215 @@
+"""IvaNet's parts: trunk sizes, LTD wiring, SSD priors, MultiBox matching
+and hard negative mining, the PCM head and its loss."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from official.vision.modeling.backbones import factory as backbone_factory
+from official.vision.modeling.layers import nn_blocks
+
+from tf_mtdet.config import single_shot as single_shot_config
+from tf_mtdet.data.targets import ssd_matching
+from tf_mtdet.losses import ssd as ssd_losses
+from tf_mtdet.modeling import factory  # noqa: F401  # registers the parts
+from tf_mtdet.modeling import ssd_anchors
+from tf_mtdet.modeling.backbones import ssd_resnet
+from tf_mtdet.modeling.heads import pcm_head
+from tf_mtdet.modeling.necks import local_top_down
+
+# LTD-SSD / SSD prototxt numbers.
+VOC300 = dict(min_sizes=[30., 60., 111., 162., 213., 264.],
+              max_sizes=[60., 111., 162., 213., 264., 315.],
+              aspect_ratios=['2', '2,3', '2,3', '2,3', '2', '2'],
+              steps=[8., 16., 32., 64., 100., 300.])
+VOC512 = dict(min_sizes=[35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8],
+              max_sizes=[76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6],
+              aspect_ratios=['2', '2,3', '2,3', '2,3', '2,3', '2', '2'],
+              steps=[8., 16., 32., 64., 128., 256., 512.])
+
+
+@pytest.mark.parametrize('size,extra,expected', [
+    (300, 4, [38, 19, 10, 5, 3, 1]),
+    (512, 5, [64, 32, 16, 8, 4, 2, 1])])
+def test_trunk_levels_at_300_and_512(size, extra, expected):
+  """ResNet-50 cut after conv4_x + SSD extras through the backbone registry
+  (narrowed for speed: the widths do not change the sizes)."""
+  config = single_shot_config.Backbone(
+      type='ssd_resnet', ssd_resnet=single_shot_config.SSDResNet(
+          model_id=50, depth_multiplier=0.25, num_extra_levels=extra,
+          extra_filters=8, extra_blocks=1))
+  trunk = backbone_factory.build_backbone(
+      tf_keras.layers.InputSpec(shape=[None, size, size, 3]), config,
+      single_shot_config.SingleShotModel().norm_activation)
+  assert isinstance(trunk, ssd_resnet.SSDResNet)
+  out = trunk(tf.zeros([1, size, size, 3]))
+  levels = [str(l) for l in range(3, 3 + len(expected))]
+  assert sorted(out, key=int) == levels
+  assert [out[l].shape[1] for l in levels] == expected
+  assert [out[l].shape[2] for l in levels] == expected
+  # conv3_x / conv4_x bottleneck widths (x0.25), extras 4 x extra_filters.
+  assert [out[l].shape[3] for l in levels[:3]] == [128, 256, 32]
+  assert [s[0] for s in ssd_resnet.feature_sizes([size, size], extra)] == expected
+  # Cut after conv4_x: ResNet-50's 3 + 4 + 6 bottleneck units, no conv5_x.
+  units = [l for l in trunk.layers if isinstance(l, nn_blocks.BottleneckBlock)
+           and not l.name.startswith('extra_')]
+  assert len(units) == 13
+
+
+def _ltd_inputs(sizes=(10, 5, 3, 2, 1), channels=8, seed=0):
+  rng = np.random.default_rng(seed)
+  return {str(3 + i): tf.constant(rng.normal(size=[1, s, s, channels]),
+                                  tf.float32)
+          for i, s in enumerate(sizes)}
+
+
+def test_ltd_each_level_sees_itself_and_its_two_coarser_neighbours():
+  inputs = _ltd_inputs()
+  specs = {k: v.shape for k, v in inputs.items()}
+  neck = local_top_down.LocalTopDown(specs, min_level=3, max_level=7,
+                                     num_filters=4, output_filters=384)
+  base = neck(inputs, training=False)
+  for key, value in base.items():
+    assert value.shape[-1] == 384
+    assert value.shape[1:3] == inputs[key].shape[1:3]
+  for perturbed in range(3, 8):
+    changed = dict(inputs)
+    changed[str(perturbed)] = inputs[str(perturbed)] + 1.0
+    out = neck(changed, training=False)
+    moved = {int(k) for k in out
+             if not np.allclose(out[k].numpy(), base[k].numpy())}
+    expected = {l for l in (perturbed, perturbed - 1, perturbed - 2) if l >= 3}
+    assert moved == expected, (perturbed, moved)
+
+
+def test_ltd_registered_as_a_neck():
+  from official.vision.modeling.decoders import factory as decoder_factory  # pylint: disable=g-import-not-at-top
+  config = single_shot_config.SingleShotModel(min_level=3, max_level=7)
+  config.decoder.type = 'ltd'
+  inputs = _ltd_inputs()
+  neck = decoder_factory.build_decoder({k: v.shape for k, v in inputs.items()},
+                                       config)
+  assert isinstance(neck, local_top_down.LocalTopDown)
+  assert {v.shape[-1] for v in neck(inputs).values()} == {384}
+
+
+@pytest.mark.parametrize('numbers,sizes,per_location,total', [
+    (VOC300, [38, 19, 10, 5, 3, 1], [4, 6, 6, 6, 4, 4], 8732),
+    (VOC512, [64, 32, 16, 8, 4, 2, 1], [4, 6, 6, 6, 6, 4, 4], 24564)])
+def test_prior_counts_per_level(numbers, sizes, per_location, total):
+  config = single_shot_config.SSDAnchors(**numbers)
+  assert ssd_anchors.num_anchors_per_location(config) == per_location
+  anchors = ssd_anchors.multilevel_anchors(
+      config, {str(3 + i): (s, s) for i, s in enumerate(sizes)})
+  for i, s in enumerate(sizes):
+    assert anchors[str(3 + i)].shape == (s, s, 4 * per_location[i])
+  assert ssd_anchors.flatten(anchors, 4).shape == (total, 4)
+
+
+def test_prior_sizes_and_centres_match_ssd_300():
+  config = single_shot_config.SSDAnchors(**VOC300)
+  anchors = ssd_anchors.multilevel_anchors(
+      config, {str(3 + i): (s, s) for i, s in enumerate([38, 19, 10, 5, 3, 1])})
+  first = anchors['3'][0, 0].numpy().reshape(-1, 4)
+  heights, widths = first[:, 2] - first[:, 0], first[:, 3] - first[:, 1]
+  r2 = math.sqrt(2.0)
+  np.testing.assert_allclose(heights, [30, math.sqrt(1800), 30 / r2, 30 * r2],
+                             rtol=1e-5)
+  np.testing.assert_allclose(widths, [30, math.sqrt(1800), 30 * r2, 30 / r2],
+                             rtol=1e-5)
+  np.testing.assert_allclose((first[:, 0] + first[:, 2]) / 2, 4.0)
+  # Level 4, location (1, 2): centre (24, 40), ratio 3 prior 60*sqrt(3) wide.
+  loc = anchors['4'][1, 2].numpy().reshape(-1, 4)
+  np.testing.assert_allclose((loc[:, 0] + loc[:, 2]) / 2, 24.0)
+  np.testing.assert_allclose((loc[:, 1] + loc[:, 3]) / 2, 40.0)
+  np.testing.assert_allclose(loc[4, 3] - loc[4, 1], 60 * math.sqrt(3), rtol=1e-5)
+  # The last level: one location centred in the 300 image.
+  last = anchors['8'][0, 0].numpy().reshape(-1, 4)
+  np.testing.assert_allclose((last[:, 1] + last[:, 3]) / 2, 150.0)
+  np.testing.assert_allclose(last[1, 2] - last[1, 0], math.sqrt(264 * 315),
+                             rtol=1e-5)
+
+
+def test_matching_threshold_and_best_prior_per_ground_truth():
+  priors = tf.constant([[0., 0., 10., 10.],     # IoU 1 with gt 0
+                        [0., 0., 10., 14.],     # IoU 10/14 = 0.71 with gt 0
+                        [0., 0., 10., 25.],     # IoU 0.4 with gt 0
+                        [50., 50., 60., 60.],   # IoU 0.25 with gt 1: its best
+                        [65., 65., 85., 85.],   # IoU 25 / 775 with gt 1
+                        [100., 100., 110., 110.]])  # nothing
+  gt = tf.constant([[0., 0., 10., 10.], [50., 50., 70., 70.]])
+  classes, matched = ssd_matching.match_priors(priors, gt, tf.constant([3, 5]))
+  # Prior 3 overlaps gt 1 by only 0.25 but is its best prior: positive.
+  assert classes.numpy().tolist() == [3, 3, 0, 5, 0, 0]
+  np.testing.assert_allclose(matched.numpy()[3], [50, 50, 70, 70])
+  np.testing.assert_allclose(matched.numpy()[2], 0.0)
+  # No ground truth: all background.
+  classes, _ = ssd_matching.match_priors(priors, tf.zeros([0, 4]),
+                                         tf.zeros([0], tf.int32))
+  assert classes.numpy().tolist() == [0] * 6
+
+
+def test_targets_encode_with_ssd_variances():
+  config = single_shot_config.SSDAnchors(
+      min_sizes=[20.], max_sizes=[0.], aspect_ratios=[''], steps=[40.])
+  generator = ssd_matching.SSDTargets(config, lambda size: {'3': (1, 1)})
+  # One prior: centre (20, 20), 20x20. GT centre (22, 18), 10 high 40 wide.
+  example = {'image': tf.zeros([40, 40, 3]),
+             'boxes': tf.constant([[17., -2., 27., 38.]]),
+             'classes': tf.constant([2])}
+  out = generator.train(example)
+  assert out['ssd_cls_targets'].numpy().tolist() == [2]
+  np.testing.assert_allclose(
+      out['ssd_box_targets'].numpy()[0],
+      [2 / 20 / 0.1, -2 / 20 / 0.1, math.log(0.5) / 0.2, math.log(2.0) / 0.2],
+      rtol=1e-5)
+
+
+def test_hard_negative_mining_keeps_three_per_positive():
+  # Image 0: 1 positive (prior 0), 6 negatives -> the 3 highest losses.
+  # Image 1: no positive -> no negative counts.
+  ce = tf.constant([[9., 1., 5., 2., 7., 0.5, 6.],
+                    [3., 4., 5., 6., 7., 8., 9.]])
+  positive = tf.constant([[True] + [False] * 6, [False] * 7])
+  mined = ssd_losses.hard_negatives(ce, positive, 3.0).numpy()
+  assert mined[0].tolist() == [False, False, True, False, True, False, True]
+  assert not mined[1].any()
+  # More negatives wanted than exist: all negatives.
+  mined = ssd_losses.hard_negatives(ce[:1, :3], positive[:1, :3], 3.0).numpy()
+  assert mined.tolist() == [[False, True, True]]
+
+
+def test_multibox_loss_on_a_hand_built_case():
+  config = single_shot_config.SingleShotModel(num_classes=2)
+  cls_term, box_term = ssd_losses.multibox_terms(config)
+  # One level, 1x1 location, 5 priors, 2 classes. Prior 0 is positive.
+  logits = np.array([[0., 1.], [2., 0.], [0., 3.], [0., 0.5], [0., 2.]],
+                    np.float32)
+  deltas = np.zeros([5, 4], np.float32)
+  deltas[0] = [0.5, -2.0, 0.0, 1.0]
+  outputs = {'cls_outputs': {'3': tf.constant(logits.reshape(1, 1, 1, 10))},
+             'box_outputs': {'3': tf.constant(deltas.reshape(1, 1, 1, 20))}}
+  labels = {'ssd_cls_targets': tf.constant([[1, 0, 0, 0, 0]]),
+            'ssd_box_targets': tf.zeros([1, 5, 4])}
+  ce = -np.log(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))
+  # Positive prior 0 (class 1) + the 3 hardest background priors 2, 4, 3.
+  expected = ce[0, 1] + ce[2, 0] + ce[4, 0] + ce[3, 0]
+  np.testing.assert_allclose(cls_term.fn(outputs, labels), expected, rtol=1e-5)
+  # Smooth L1 of (0.5, -2, 0, 1): 0.125 + 1.5 + 0 + 0.5, over 1 positive.
+  np.testing.assert_allclose(box_term.fn(outputs, labels), 2.125, rtol=1e-5)
+
+
+def test_pcm_head_resizes_to_the_largest_level_and_ignores_255():
+  head = pcm_head.PCMHead(num_classes=3, min_level=3, max_level=5,
+                          level_filters=4, num_filters=8)
+  features = {'3': tf.ones([2, 10, 12, 5]), '4': tf.ones([2, 5, 6, 7]),
+              '5': tf.ones([2, 1, 1, 9])}
+  assert head(features)['logits'].shape == (2, 10, 12, 3)
+  # Loss at the logits' size: labels resized nearest, 255 skipped.
+  logits = tf.constant([[[[0., 0.], [5., 0.]]]])  # [1, 1, 2, 2]
+  labels = tf.constant([[[0, 0, 255, 255], [0, 0, 255, 255]]])
+  loss = pcm_head.cross_entropy_at_logits(logits, labels)
+  np.testing.assert_allclose(loss, math.log(2.0), rtol=1e-5)

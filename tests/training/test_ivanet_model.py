@@ -1,0 +1,64 @@
+"""IvaNet configs: every Table 1 ablation builds the parts it claims, with
+the targets and loss terms of those parts only."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests import conftest as root
+from tf_mtdet import families
+from tf_mtdet.config import experiment
+from tf_mtdet.modeling.necks import local_top_down
+
+CONFIGS = os.path.join(root.REPO_ROOT, 'configs', 'ivanet')
+# Narrow trunk: the parts, not the widths, are under test.
+NARROW = ['model.single_shot.backbone.ssd_resnet.depth_multiplier=0.125',
+          'model.single_shot.backbone.ssd_resnet.extra_filters=8',
+          'train_data.label_map=']
+
+
+@pytest.mark.parametrize('name,neck,det,seg', [
+    ('ivanet_r50_300_voc', True, True, True),
+    ('ivanet_no_ltd_r50_300_voc', False, True, True),
+    ('ivanet_det_r50_300_voc', True, True, False),
+    ('ivanet_seg_r50_300_voc', True, False, True)])
+def test_ablation_builds_its_parts(name, neck, det, seg):
+  config = experiment.load_config(os.path.join(CONFIGS, f'{name}.yaml'),
+                                  NARROW)
+  family = families.get(config)
+  model = family.build_model()
+  assert isinstance(model.decoder, local_top_down.LocalTopDown) == neck
+  assert (model.decoder is None) == (not neck)
+  assert (model.head is not None) == det
+  assert (model.seg_head is not None) == seg
+  losses = family.build_losses().component_names
+  assert ('cls_loss' in losses and 'box_loss' in losses) == det
+  assert ('semantic_loss' in losses) == seg
+  assert family.semantic_classes == (21 if seg else 0)
+  if det:
+    # SSD inference: score 0.01, top 400 per class, NMS 0.45, 200 per image.
+    generator = model.detection_generator.get_config()
+    assert (generator['pre_nms_score_threshold'], generator['pre_nms_top_k'],
+            generator['nms_iou_threshold'],
+            generator['max_num_detections']) == (0.01, 400, 0.45, 200)
+  if neck:
+    assert {s[-1] for s in model.decoder.output_specs.values()} == {384}
+
+
+def test_paper_schedule_is_adam_beta1_half_with_two_steps():
+  from tf_mtdet.training import schedules  # pylint: disable=g-import-not-at-top
+  config = experiment.load_config(
+      os.path.join(CONFIGS, 'ivanet_r50_300_voc.yaml'),
+      ['train_data.label_map='])
+  schedule = config.schedule
+  assert schedules.total_steps(schedule, 32) == 65000
+  optimization = schedules.optimization_config(schedule, 32)
+  assert optimization.optimizer.type == 'adam'
+  assert optimization.optimizer.adam.beta_1 == 0.5
+  assert optimization.optimizer.adam.beta_2 == 0.999
+  assert optimization.learning_rate.stepwise.boundaries == [35000, 50000]
+  np.testing.assert_allclose(optimization.learning_rate.stepwise.values,
+                             [1e-4, 1e-5, 1e-6])
+  optimizer, _ = schedules.build_optimizer(schedule, 32)
+  assert 'Adam' in type(optimizer).__name__
