@@ -37,6 +37,14 @@ class ScaleAwareFPN(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class MSFEMFPN(hyperparams.Config):
+  """CoMask's MFPN: FPN, then an MSFEM (1, 2 or 4 branches) on every level."""
+  num_filters: int = 256
+  branches: int = 4
+  reduction: int = 4
+
+
+@dataclasses.dataclass
 class Neck(decoders.Decoder):
   """The neck: Model Garden decoders ('fpn', ...) plus ours, picked by `type`.
 
@@ -47,6 +55,7 @@ class Neck(decoders.Decoder):
   type: str = 'fpn'
   bu_fpn: BottomUpFPN = dataclasses.field(default_factory=BottomUpFPN)
   sa_fpn: ScaleAwareFPN = dataclasses.field(default_factory=ScaleAwareFPN)
+  msfem_fpn: MSFEMFPN = dataclasses.field(default_factory=MSFEMFPN)
 
 
 @dataclasses.dataclass

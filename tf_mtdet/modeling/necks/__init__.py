@@ -6,3 +6,4 @@ registry, next to its own 'fpn' (the papers' TD-FPN).
 
 from tf_mtdet.modeling.necks import bottom_up_fpn  # noqa: F401
 from tf_mtdet.modeling.necks import sa_fpn  # noqa: F401
+from tf_mtdet.modeling.necks import msfem  # noqa: F401
