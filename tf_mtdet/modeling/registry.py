@@ -19,7 +19,10 @@ Kinds and what their builders return:
   * 'dense_aux_head': `features {level: ...} -> dict of outputs` (the loss
     inputs, plus 'fusion_features' when it feeds the pyramid);
   * 'feature_fusion': `(features, {head name: outputs}) -> features`;
-  * 'dense_head': single-shot per-level class/box head.
+  * 'dense_head': single-shot per-level class/box head;
+  * 'roi_box_refiner': `(features, outputs, matches, image_shape, gt_masks,
+    training) -> (outputs, matches)`, run between the box stage and the mask
+    branch (see `TwoStageModel`).
 """
 
 import dataclasses
@@ -52,6 +55,8 @@ class PartSpec:
   targets: Optional[Callable[..., Any]] = None
   losses: Optional[Callable[..., list[LossTerm]]] = None
 
+
+KINDS += ('roi_box_refiner',)  # CoMask's collaborative head
 
 _REGISTRY: dict[str, dict[str, PartSpec]] = {k: {} for k in KINDS}
 
