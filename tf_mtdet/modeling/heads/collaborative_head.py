@@ -4,8 +4,9 @@ weighted by a coarse mask refine the box the final mask is pooled from.
 Per RoI: RoIAlign 14x14 -> conv3x3 stride 2 (7x7) -> `num_convs` conv3x3 (GN,
 ReLU), then
 
-  (a) dense offsets: conv3x3 -> 4 channels (l, t, r, b) per 7x7 cell, ReLU,
-      the distances from the cell centre to the box edges divided by the
+  (a) dense offsets: conv3x3 -> 4 channels (l, t, r, b) per 7x7 cell,
+      softplus (the public code's ReLU can die: zero-area boxes, IoU 0), the
+      distances from the cell centre to the box edges divided by the
       RoI's width (l, r) or height (t, b);
   (b) coarse mask: 2 x [deconv2x2 stride 2, ReLU] (7 -> 14 -> 28) -> conv1x1
       to per-class logits.
@@ -32,6 +33,7 @@ ground-truth box, the coarse mask crop) and its losses (`collaborative_terms`).
 
 from typing import Any, Mapping, Optional
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -166,15 +168,17 @@ def box_iou(boxes: tf.Tensor, gt_boxes: tf.Tensor) -> tf.Tensor:
 
 def iou_loss(boxes: tf.Tensor, gt_boxes: tf.Tensor, weights: tf.Tensor,
              min_iou: float = 1e-6) -> tf.Tensor:
-  """Mean of -log(IoU) over the entries with weight 1 (0 if there are none).
+  """Mean of -log(IoU + min_iou) over the entries with weight 1 (0 if there
+  are none).
 
   Args:
     boxes: [..., 4] predicted boxes.
     gt_boxes: [..., 4] target boxes.
     weights: [...] 0/1 which pairs count.
-    min_iou: IoU floor, so disjoint boxes give a finite loss.
+    min_iou: Added to the IoU, so disjoint boxes give a finite loss (and a
+      gradient wherever the IoU has one, unlike a floor).
   """
-  loss = -tf.math.log(tf.maximum(box_iou(boxes, gt_boxes), min_iou))
+  loss = -tf.math.log(box_iou(boxes, gt_boxes) + min_iou)
   return tf.reduce_sum(loss * weights) / tf.maximum(
       tf.reduce_sum(weights), 1.0)
 
@@ -274,12 +278,14 @@ class CollaborativeHead(tf_keras.layers.Layer):
             conv(f'conv{i}', strides=2 if i == 0 else 1),
             tf_keras.layers.GroupNormalization(groups, name=f'gn{i}'),
             tf_keras.layers.ReLU(name=f'relu{i}'))], name='tower')
-    # Each cell first predicts a box of the RoI's size around its centre
-    # (bias 0.5): from zero, ReLU offsets give zero-area boxes and IoU 0.
+    # Softplus, not the public code's ReLU: a ReLU offset stuck at 0 gives a
+    # zero-area box, IoU 0 and no gradient (it diverged on the tiny model).
+    # Each cell starts with a box of the RoI's size: softplus(b) = 0.5.
     self.offsets = tf_keras.layers.Conv2D(
-        4, 3, padding='same', activation='relu', name='offsets',
+        4, 3, padding='same', activation='softplus', name='offsets',
         kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.001),
-        bias_initializer=tf_keras.initializers.Constant(0.5),
+        bias_initializer=tf_keras.initializers.Constant(
+            float(np.log(np.expm1(0.5)))),
         kernel_regularizer=kernel_regularizer)
     self.mask_tower = tf_keras.Sequential([
         tf_keras.layers.Conv2DTranspose(
@@ -381,7 +387,9 @@ class CollaborativeRefiner(tf_keras.layers.Layer):
       (outputs, matches) for the mask branch.
     """
     outputs, clip = dict(outputs), image_shape[:, tf.newaxis, :]
-    if training:
+    # Keras traces call(training=True) without ground truth when the model
+    # is saved (SavedModel export): that is inference.
+    if training and 'matched_gt_classes' in matches and gt_masks is not None:
       cfg = self._config_dict
       picked = sample_positives(matches, cfg['max_rois_per_image'])
       rois = tf.stop_gradient(jitter_boxes(picked['rois'], cfg['jitter'],
@@ -472,11 +480,11 @@ def dense_offset_loss(rois: tf.Tensor, gt_boxes: tf.Tensor,
     gt_boxes: [B, K, 4] their ground-truth boxes.
     offsets: [B, K, G, G, 4] predicted (l, t, r, b).
     valid: [B, K] 1 for positive RoIs.
-    min_iou: IoU floor (a finite loss for disjoint boxes).
+    min_iou: Added to the IoU (a finite loss for disjoint boxes).
   """
   targets, inside = dense_offset_targets(rois, gt_boxes, offsets.shape[2])
   weights = inside * valid[..., tf.newaxis, tf.newaxis]
-  loss = -tf.math.log(tf.maximum(offset_iou(offsets, targets), min_iou))
+  loss = -tf.math.log(offset_iou(offsets, targets) + min_iou)
   return tf.reduce_sum(loss * weights) / tf.maximum(tf.reduce_sum(weights),
                                                     1.0)
 
