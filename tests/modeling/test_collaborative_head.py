@@ -225,13 +225,34 @@ def test_tiny_comask_trains_refines_and_owns_its_losses():
   assert 'roi_box_refiner' in model.checkpoint_items
 
 
-def test_cross_config_sa_fpn_with_the_collaborative_head_builds():
+def test_cross_config_sa_fpn_with_the_collaborative_head_trains():
   config = experiment.load_config(os.path.join(
       root.REPO_ROOT, 'configs', 'comask',
       'sa_fpn_collaborative_tiny_shapes.yaml'))
+  family = families.get(config)
   model = factory.build_two_stage_model(config.family_model)
-  outputs = model(tf.zeros([1, 128, 160, 3]),
-                  image_shape=tf.constant([[128., 160.]]), training=False)
+  losses = family.build_losses()
+  images = tf.random.normal([1, 128, 160, 3])
+  shape = tf.constant([[128., 160.]])
+  labels = dict(
+      gt_boxes=tf.constant([[[10., 10., 60., 70.], [70., 80., 120., 150.]]]),
+      gt_classes=tf.constant([[1, 3]]), gt_masks=tf.ones([1, 2, 56, 56]))
+  model(images, image_shape=shape, training=False)  # builds the weights
+  values = []
+  for _ in range(2):
+    with tf.GradientTape() as tape:
+      outputs = model(images, image_shape=shape, training=True, **labels)
+      # RPN targets are not needed for the head's own terms.
+      total = tf.add_n([term.weight * term.fn(outputs, {})
+                        for term in losses.terms
+                        if term.name.startswith('collab')])
+    grads = tape.gradient(total, model.roi_box_refiner.trainable_variables)
+    assert all(g is not None and np.all(np.isfinite(g.numpy()))
+               for g in grads)
+    for var, grad in zip(model.roi_box_refiner.trainable_variables, grads):
+      var.assign_sub(0.01 * grad)
+    values.append(float(total))
   assert type(model.decoder).__name__ == 'ScaleAwareFPN'
-  assert model.roi_box_refiner is not None
-  assert 'unrefined_detection_boxes' in outputs
+  assert all(np.isfinite(values))
+  inference = model(images, image_shape=shape, training=False)
+  assert 'unrefined_detection_boxes' in inference

@@ -44,8 +44,10 @@ def test_tiny_comask_trains_on_two_replicas_evaluates_exports_and_serves(
           mask_ap=metrics['mask_AP'], boxes=list(served['boxes'].shape),
           size=list(served['image_size']))))
       """)
-  out = conftest.run_python(code, timeout=600)
+  # ~3 min alone; export (SavedModel tracing) is most of it.
+  out = conftest.run_python(code, timeout=1500)
   result = json.loads(out.stdout.split('RESULT', 1)[1].strip().splitlines()[0])
+  print(result)
   history = result['history']
   for name in ('collab_dense_loss', 'collab_box_loss',
                'collab_coarse_mask_loss', 'mask_loss', 'frcnn_cls_loss',
