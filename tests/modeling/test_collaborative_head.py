@@ -256,3 +256,12 @@ def test_cross_config_sa_fpn_with_the_collaborative_head_trains():
   assert all(np.isfinite(values))
   inference = model(images, image_shape=shape, training=False)
   assert 'unrefined_detection_boxes' in inference
+
+
+def test_refiner_rejects_settings_it_cannot_honour():
+  for override, message in (
+      ('model.two_stage.ej_head.interleaving=true', 'interleaving off'),
+      ('model.two_stage.include_mask=false', 'needs include_mask'),
+      ('model.two_stage.outer_boxes_scale=1.25', 'outer_boxes_scale 1.0')):
+    with pytest.raises(ValueError, match=message):
+      factory.build_two_stage_model(_tiny(override).family_model)

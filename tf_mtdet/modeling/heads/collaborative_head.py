@@ -518,6 +518,9 @@ def build_collaborative_refiner(part, model_cfg, l2_regularizer=None
   if model_cfg.outer_boxes_scale != 1.0:
     raise ValueError('the collaborative head needs outer_boxes_scale 1.0 '
                      f'(got {model_cfg.outer_boxes_scale})')
+  if model_cfg.ej_head.interleaving:
+    raise ValueError('the collaborative head picks the mask branch\'s '
+                     'training RoIs itself: turn ej_head.interleaving off')
   if not model_cfg.include_mask:
     raise ValueError('the collaborative head needs include_mask: true '
                      '(its coarse mask learns from the instance masks)')
