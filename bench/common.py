@@ -123,6 +123,8 @@ def _parts_model_garden_lacks(config: experiment.ExperimentConfig
       lacks.append(f'feature_fusion.type={model.feature_fusion.type}')
     if model.ej_head != two_stage_cfg.EJHead():
       lacks.append('ej_head (EJ-Head switches on)')
+    if model.roi_box_refiner.type:
+      lacks.append(f'roi_box_refiner.type={model.roi_box_refiner.type}')
   elif kind == 'single_shot' and model.head.type != 'retinanet':
     lacks.append(f'head.type={model.head.type}')
   return [f'model.{kind}.{item}' for item in lacks]

@@ -39,6 +39,14 @@ class ScaleAwareFPN(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class MSFEMFPN(hyperparams.Config):
+  """CoMask's MFPN: FPN, then an MSFEM (1, 2 or 4 branches) on every level."""
+  num_filters: int = 256
+  branches: int = 4
+  reduction: int = 4
+
+
+@dataclasses.dataclass
 class Neck(decoders.Decoder):
   """The neck: Model Garden decoders ('fpn', ...) plus ours, picked by `type`.
 
@@ -49,6 +57,7 @@ class Neck(decoders.Decoder):
   type: str = 'fpn'
   bu_fpn: BottomUpFPN = dataclasses.field(default_factory=BottomUpFPN)
   sa_fpn: ScaleAwareFPN = dataclasses.field(default_factory=ScaleAwareFPN)
+  msfem_fpn: MSFEMFPN = dataclasses.field(default_factory=MSFEMFPN)
 
 
 @dataclasses.dataclass
@@ -256,6 +265,46 @@ class RoITrunk(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class CollaborativeHead(hyperparams.Config):
+  """CoMask's collaborative head (dense offsets weighted by a coarse mask).
+
+  Attributes:
+    num_filters: Width of its conv tower.
+    num_convs: conv3x3 layers after the stride-2 conv (paper: 9).
+    crop_size: RoIAlign side (14, halved to the 7x7 grid).
+    sample_offset: RoIAlign sub-pixel sample offset.
+    collaborative: Weight the cells' boxes by the coarse mask (False: the
+      Table 3 'w/o CL' ablation, a plain average).
+    mask_threshold: Cells with coarse-mask confidence above it count.
+    max_rois_per_image: Cap on the positive RoIs the head trains on.
+    jitter: Relative jitter of those RoIs (+-).
+    dense_box_weight: Weight of -log IoU on the cells inside the GT box.
+    box_weight: Weight of -log IoU on the weighted (refined) box.
+    coarse_mask_weight: Weight of the coarse mask BCE.
+  """
+  num_filters: int = 256
+  num_convs: int = 9
+  crop_size: int = 14
+  sample_offset: float = 0.5
+  collaborative: bool = True
+  mask_threshold: float = 0.5
+  max_rois_per_image: int = 96
+  jitter: float = 0.15
+  dense_box_weight: float = 2.0
+  box_weight: float = 2.0
+  coarse_mask_weight: float = 1.0
+
+
+@dataclasses.dataclass
+class RoIBoxRefiner(hyperparams.OneOfConfig):
+  """A part refining the box stage's boxes before the mask branch pools
+  them; `type` names a registered 'roi_box_refiner' (None: none)."""
+  type: Optional[str] = None
+  collaborative: CollaborativeHead = dataclasses.field(
+      default_factory=CollaborativeHead)
+
+
+@dataclasses.dataclass
 class TwoStageModel(maskrcnn_cfg.MaskRCNN):
   """Two-stage model config (Model Garden's `MaskRCNN` plus the seams above).
 
@@ -293,4 +342,5 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
       default_factory=maskrcnn_cfg.Losses)
   res5: Res5 = dataclasses.field(default_factory=Res5)
   roi_trunk: RoITrunk = dataclasses.field(default_factory=RoITrunk)
-
+  roi_box_refiner: RoIBoxRefiner = dataclasses.field(
+      default_factory=RoIBoxRefiner)

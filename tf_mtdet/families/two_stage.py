@@ -60,6 +60,9 @@ class TwoStageFamily(base.Family):
         include_mask=cfg.include_mask)
     for part in cfg.dense_aux_heads:
       terms += registry.losses('dense_aux_head', part.type, part.get(), cfg)
+    if cfg.roi_box_refiner.type:
+      terms += registry.losses('roi_box_refiner', cfg.roi_box_refiner.type,
+                               cfg.roi_box_refiner.get(), cfg)
     return total.TotalLoss(terms, cfg.losses.loss_weight)
 
   def model_inputs(self, labels: Mapping[str, Any],

@@ -31,6 +31,7 @@ from tf_mtdet.modeling.poolers import multi_scale_attention  # noqa: F401
 from tf_mtdet.modeling.heads import joint_head
 from tf_mtdet.modeling.heads import pcm_head  # noqa: F401  # registers
 from tf_mtdet.modeling.heads import semantic_head  # noqa: F401  # registers
+from tf_mtdet.modeling.heads import collaborative_head  # noqa: F401
 from tf_mtdet.modeling.heads import distance_transform_head  # noqa: F401
 from tf_mtdet.modeling.heads import res5_head  # noqa: F401  # registers
 from tf_mtdet.modeling.heads import ssd_head  # noqa: F401  # registers
@@ -140,7 +141,19 @@ def build_two_stage_model(config: two_stage_config.TwoStageModel,
       outer_boxes_scale=config.outer_boxes_scale,
       dense_aux_heads=aux_heads,
       feature_fusion=fusion,
+      roi_box_refiner=build_roi_box_refiner(config, regularizer),
       **mask_parts)
+
+
+def build_roi_box_refiner(config, regularizer
+                          ) -> Optional[tf_keras.layers.Layer]:
+  """The config's 'roi_box_refiner' part (CoMask's collaborative head), or
+  None."""
+  part = config.roi_box_refiner
+  if not part.type:
+    return None
+  return registry.build('roi_box_refiner', part.type, part.get(), config,
+                        regularizer)
 
 
 def build_single_shot_model(config: single_shot_config.SingleShotModel,

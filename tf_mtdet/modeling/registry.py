@@ -19,7 +19,10 @@ Kinds and what their builders return:
   * 'dense_aux_head': `features {level: ...} -> dict of outputs` (the loss
     inputs, plus 'fusion_features' when it feeds the pyramid);
   * 'feature_fusion': `(features, {head name: outputs}) -> features`;
-  * 'dense_head': single-shot per-level class/box head.
+  * 'dense_head': single-shot per-level class/box head;
+  * 'roi_box_refiner': `(features, outputs, matches, image_shape, gt_masks,
+    training) -> (outputs, matches)`, run between the box stage and the mask
+    branch (see `TwoStageModel`).
 """
 
 import dataclasses
@@ -29,7 +32,7 @@ import tensorflow as tf
 
 KINDS = ('box_head', 'mask_head', 'roi_pooler', 'mask_roi_pooler',
          'roi_refinement', 'mask_roi_assigner', 'dense_aux_head',
-         'feature_fusion', 'dense_head')
+         'feature_fusion', 'dense_head', 'roi_box_refiner')
 
 LossFn = Callable[[Mapping[str, Any], Mapping[str, Any]], tf.Tensor]
 

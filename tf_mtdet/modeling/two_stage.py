@@ -10,7 +10,10 @@ call path so that what the papers add travels as arguments, never as state:
     for the losses);
   * a mask RoI assigner (`sampled`: Model Garden's, or `interleaved`: EJ-Head)
     that picks the RoIs and ground-truth matches the mask branch trains on;
-  * the RPN proposals at inference (`proposal_boxes`, for recall evaluation).
+  * the RPN proposals at inference (`proposal_boxes`, for recall evaluation);
+  * a RoI box refiner (CoMask's collaborative head) between the box stage
+    and the mask branch: it adds its loss inputs and hands the mask branch
+    its refined boxes (training), or refines `detection_boxes` (inference).
 
 Nothing computed in a call is kept on `self`: under MirroredStrategy the
 replica threads interleave at every SyncBN merge point, so a stash would be
@@ -49,6 +52,7 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
                dense_aux_heads: Optional[Mapping[str, tf_keras.layers.Layer]] = None,
                feature_fusion: Optional[tf_keras.layers.Layer] = None,
                mask_roi_assigner: Optional[tf_keras.layers.Layer] = None,
+               roi_box_refiner: Optional[tf_keras.layers.Layer] = None,
                **kwargs):
     """Initializes the model.
 
@@ -60,6 +64,8 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
       mask_roi_assigner: Layer choosing the mask branch's training RoIs and
         their ground-truth matches (None: the last box stage's sampled RoIs,
         as Model Garden does).
+      roi_box_refiner: Layer `(features, outputs, matches, image_shape,
+        gt_masks, training) -> (outputs, matches)` run after the box stage.
       **kwargs: Model Garden `MaskRCNNModel` keyword arguments.
     """
     super().__init__(*args, **kwargs)
@@ -71,6 +77,8 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
     self._config_dict.update(dense_aux_heads=self.dense_aux_heads,
                              feature_fusion=feature_fusion,
                              mask_roi_assigner=mask_roi_assigner)
+    self.roi_box_refiner = roi_box_refiner
+    self._config_dict.update(roi_box_refiner=roi_box_refiner)
 
   def call(self,
            images: tf.Tensor,
@@ -95,6 +103,10 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
     outputs, matches = self._box_outputs(
         features, images, image_shape, anchor_boxes, gt_boxes, gt_classes,
         gt_outer_boxes, training)
+    if self.roi_box_refiner is not None:
+      outputs, matches = self.roi_box_refiner(
+          features, outputs, matches, image_shape, gt_masks=gt_masks,
+          training=training)
     outputs.update(backbone_features=backbone_features,
                    decoder_features=features)
     if self._include_mask:
@@ -224,4 +236,6 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
     items = dict(super().checkpoint_items)
     items.update({f'dense_aux_head/{n}': h
                   for n, h in self.dense_aux_heads.items()})
+    if self.roi_box_refiner is not None:
+      items['roi_box_refiner'] = self.roi_box_refiner
     return items
