@@ -66,3 +66,32 @@ def test_include_mask_and_outer_boxes_live_once():
                                          'model.two_stage.include_mask=false'])
   parser = families.get(config).build_parser(config.train_data)
   assert 'masks' not in parser.augmenter.needs
+
+
+def test_three_file_base_chain_and_a_circular_one(tmp_path):
+  """grandparent <- parent <- child: each level's values, the nearest one
+  winning, dicts merged key by key; a cycle is an error naming the files."""
+  (tmp_path / 'grandparent.yaml').write_text(
+      'model: {two_stage: {num_classes: 3, min_level: 2}}\n'
+      'schedule: {epochs: 5, momentum: 0.8, decay_epochs: [2, 4]}\n')
+  (tmp_path / 'parent.yaml').write_text(
+      'base: grandparent.yaml\n'
+      'schedule: {epochs: 7, decay_epochs: [3]}\n'
+      'model: {two_stage: {max_level: 5}}\n')
+  (tmp_path / 'child.yaml').write_text(
+      'base: parent.yaml\nschedule: {epochs: 9}\n')
+  for name, epochs, decay in (('grandparent', 5, [2, 4]), ('parent', 7, [3]),
+                              ('child', 9, [3])):
+    config = experiment.load_config(str(tmp_path / f'{name}.yaml'))
+    assert config.schedule.epochs == epochs, name
+    assert config.schedule.decay_epochs == decay, name
+    assert config.schedule.momentum == 0.8, name  # only the grandparent's
+    assert config.family_model.num_classes == 3, name
+  child = experiment.load_config(str(tmp_path / 'child.yaml'))
+  assert (child.family_model.min_level, child.family_model.max_level) == (2, 5)
+  (tmp_path / 'a.yaml').write_text('base: b.yaml\n')
+  (tmp_path / 'b.yaml').write_text('base: c.yaml\n')
+  (tmp_path / 'c.yaml').write_text('base: a.yaml\n')
+  with pytest.raises(ValueError, match=r'a\.yaml: circular "base" chain') as e:
+    experiment.load_config(str(tmp_path / 'a.yaml'))
+  assert 'b.yaml' in str(e.value) and 'c.yaml' in str(e.value)
