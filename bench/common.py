@@ -13,6 +13,7 @@ import tempfile
 from typing import Any, Optional
 
 from official.modeling import hyperparams
+from official.vision.configs import backbones as backbones_cfg
 from official.vision.configs import decoders as decoders_cfg
 from official.vision.configs import maskrcnn as maskrcnn_cfg
 from official.vision.configs import retinanet as retinanet_cfg
@@ -108,10 +109,13 @@ def _parts_model_garden_lacks(config: experiment.ExperimentConfig
   necks = {f.name for f in dataclasses.fields(decoders_cfg.Decoder)} - {'type'}
   if model.decoder.type not in necks:
     lacks.append(f'decoder.type={model.decoder.type}')
-  if model.dense_aux_heads:
-    lacks.append('dense_aux_heads=' +
-                 ','.join(part.type for part in model.dense_aux_heads))
+  backbones = {f.name for f in dataclasses.fields(backbones_cfg.Backbone)}
+  if model.backbone.type not in backbones - {'type'}:
+    lacks.append(f'backbone.type={model.backbone.type}')
   if kind == 'two_stage':
+    if model.dense_aux_heads:
+      lacks.append('dense_aux_heads=' +
+                   ','.join(part.type for part in model.dense_aux_heads))
     standard = {'detection_head.type': 'fc', 'mask_head.type': 'fcn',
                 'roi_aligner.type': 'level_assigned',
                 'mask_roi_aligner.type': 'level_assigned'}
@@ -125,8 +129,12 @@ def _parts_model_garden_lacks(config: experiment.ExperimentConfig
       lacks.append('ej_head (EJ-Head switches on)')
     if model.roi_box_refiner.type:
       lacks.append(f'roi_box_refiner.type={model.roi_box_refiner.type}')
-  elif kind == 'single_shot' and model.head.type != 'retinanet':
-    lacks.append(f'head.type={model.head.type}')
+  elif kind == 'single_shot':
+    if model.head.type != 'retinanet':
+      lacks.append(f'head.type={model.head.type}')
+    seg_head = getattr(model, 'seg_head', None)
+    if seg_head is not None and seg_head.type:
+      lacks.append(f'seg_head.type={seg_head.type}')
   return [f'model.{kind}.{item}' for item in lacks]
 
 
