@@ -59,6 +59,9 @@ import uuid
 
 import tensorflow as tf
 import tf_keras
+# Private: the only switch for per-layer traces outside tf_keras.models.save
+# (pinned by tests/modeling/test_model_garden_pins.py).
+from tf_keras.src.saving.legacy.saved_model import utils as keras_saved_model_utils
 
 from official.core import export_base
 from official.vision.ops import box_ops
@@ -637,8 +640,13 @@ def export_saved_model(module: ServingModule,
     _stage(progress, f'traced in {time.monotonic() - start:.1f} s; writing '
            f'the SavedModel to {staging_dir}')
     start = time.monotonic()
-    export_base.export(module, dict(SIGNATURES), staging_dir,
-                       checkpoint_path=checkpoint_path, timestamped=False)
+    # TF Serving reads only the signatures: skipping tf_keras's per-layer
+    # call traces (a Keras-loadable copy of every layer) cuts the write
+    # about 5x (tiny CoMask: 101 s -> 21 s) with the same signatures.
+    with keras_saved_model_utils.keras_option_scope(
+        save_traces=False, in_tf_saved_model_scope=True):
+      export_base.export(module, dict(SIGNATURES), staging_dir,
+                         checkpoint_path=checkpoint_path, timestamped=False)
     if os.path.exists(final_dir):
       raise FileExistsError(f'{final_dir}: version {version} appeared while '
                             'exporting; refusing to overwrite it')
