@@ -217,6 +217,16 @@ CASES = [
          r'branch off; rebuild with tf-mtdet build-tfrecord --format coco '
          r'--annotations {w.annotations_json} --images {w.images} --output '
          r'{w.good__train} --num-shards 2'),
+    Case('train_semantic_head_without_semantic_or_masks',
+         lambda w: _train(w, f'train_data.input_path={w.good}/train-*.tfrecord',
+                          'model.two_stage.include_mask=false',
+                          'model.two_stage.dense_aux_heads=[{type: semantic}]'),
+         r'train_data.input_path: {w.good__train-00000-of-00002.tfrecord}: '
+         r'record 0 has instances but neither a semantic map '
+         r'\(image/segmentation/class/encoded\) nor instance masks to paint '
+         r'one from, and the model trains a semantic head: build the shards '
+         r'with --semantic or --include-masks .*; rebuild with tf-mtdet '
+         r'build-tfrecord'),
     Case('train_json_as_shard',
          lambda w: _train(w, f'train_data.input_path={w.good}/train-*'),
          r'train_data.input_path: {w.good__train-annotations.json}: not a '

@@ -17,6 +17,7 @@ import tensorflow as tf
 from official.vision.dataloaders import tf_example_decoder
 from tests import conftest
 from tf_mtdet import cli
+from tf_mtdet.data import decoder as decoder_lib
 from tf_mtdet.data.builder import encode
 from tf_mtdet.data.builder import png
 from tf_mtdet.data.builder import records
@@ -107,6 +108,67 @@ def test_coco128_masks_boxes_and_semantic_match_pycocotools(coco128_build):
             'image/segmentation/class/encoded'].bytes_list.value[0]).numpy()
     np.testing.assert_array_equal(semantic[..., 0], painted)
   assert checked_instances > 150
+
+
+def test_semantic_map_painted_from_masks_when_the_record_has_none(
+    coco128_build):
+  """Shards built without --semantic: the decoder paints the map from the
+  instance masks exactly as the builder does (masks decoded or not by the
+  model); without masks either it is all ignore, without instances all
+  background."""
+  _, prefix = coco128_build
+  strip = lambda raw, *keys: _without(raw, keys)
+  checked = 0
+  for k, raw in enumerate(_examples(prefix)):
+    if k % 16:
+      continue
+    written = tf.io.decode_png(tf.train.Example.FromString(raw).features
+                               .feature['image/segmentation/class/encoded']
+                               .bytes_list.value[0]).numpy()[..., 0]
+    no_map = strip(raw, 'image/segmentation/class/encoded')
+    for include_mask in (True, False):
+      decoder = decoder_lib.TfExampleDecoder(include_mask=include_mask,
+                                             include_semantic=True)
+      painted = decoder.decode(tf.constant(no_map))['groundtruth_semantic']
+      np.testing.assert_array_equal(painted.numpy(), written)
+    decoder = decoder_lib.TfExampleDecoder(include_semantic=True)
+    nothing = decoder.decode(tf.constant(strip(
+        raw, 'image/segmentation/class/encoded', 'image/object/mask')))
+    if len(nothing['groundtruth_classes']):
+      assert (nothing['groundtruth_semantic'].numpy() == 255).all()
+    checked += int((written > 0).any())
+  assert checked >= 5
+  # No instance at all: background everywhere.
+  example = tf.train.Example.FromString(no_map)
+  for key in list(example.features.feature):
+    if key.startswith('image/object/'):
+      del example.features.feature[key]
+  empty = decoder_lib.TfExampleDecoder(include_semantic=True).decode(
+      tf.constant(example.SerializeToString()))
+  assert (empty['groundtruth_semantic'].numpy() == 0).all()
+
+
+def test_paint_semantic_later_instance_wins():
+  masks = np.zeros((3, 4, 5), np.float32)
+  masks[0, :2] = 1.0     # class 7 in the top half
+  masks[1, 1:3, 1:] = 255.0  # class 2 over it where they overlap (0/255 PNG)
+  masks[2, 3, 4] = 0.4   # below 0.5: outside
+  painted = decoder_lib.paint_semantic(tf.constant(masks),
+                                       tf.constant([7, 2, 9])).numpy()
+  expected = np.array([[7, 7, 7, 7, 7],
+                       [7, 2, 2, 2, 2],
+                       [0, 2, 2, 2, 2],
+                       [0, 0, 0, 0, 0]], np.uint8)
+  np.testing.assert_array_equal(painted, expected)
+  assert decoder_lib.paint_semantic(tf.zeros([0, 2, 3]), tf.zeros(
+      [0], tf.int64)).numpy().tolist() == [[0, 0, 0], [0, 0, 0]]
+
+
+def _without(raw: bytes, keys) -> bytes:
+  example = tf.train.Example.FromString(raw)
+  for key in keys:
+    del example.features.feature[key]
+  return example.SerializeToString()
 
 
 # ---------------------------------------------------------------- raccoon ----

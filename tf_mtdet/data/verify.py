@@ -156,6 +156,19 @@ def _missing_masks(raw: bytes) -> Optional[str]:
   return None
 
 
+def _missing_semantic(raw: bytes) -> Optional[str]:
+  feature = tf.train.Example.FromString(raw).features.feature
+  labels = feature['image/object/class/label'].int64_list.value
+  if (labels and 'image/segmentation/class/encoded' not in feature and
+      'image/object/mask' not in feature):
+    return ('record 0 has instances but neither a semantic map '
+            '(image/segmentation/class/encoded) nor instance masks to paint '
+            'one from, and the model trains a semantic head: build the shards '
+            'with --semantic or --include-masks (--box-masks for box-only '
+            'data such as VOC), or turn the head off')
+  return None
+
+
 # Build summaries ------------------------------------------------------------
 
 def summary_path_for(shard: str) -> Optional[str]:
@@ -271,7 +284,8 @@ def _shard_error(field: str, shard: str, problem: str,
 
 
 def check_shards(input_path: str, field: str = 'train_data.input_path',
-                 needs_masks: bool = False) -> List[str]:
+                 needs_masks: bool = False,
+                 needs_semantic: bool = False) -> List[str]:
   """Checks the shards an input path names, without reading their data.
 
   Args:
@@ -308,7 +322,7 @@ def check_shards(input_path: str, field: str = 'train_data.input_path',
         problem = check_example_keys(first)
         if problem:
           problem = f'record 0: {problem}'
-        elif needs_masks and not firsts:
+        elif (needs_masks or needs_semantic) and not firsts:
           firsts.append((shard, first, expected.summary))
     if problem:
       raise _shard_error(field, shard, problem, expected.summary)
@@ -317,7 +331,8 @@ def check_shards(input_path: str, field: str = 'train_data.input_path',
                      'hold no record')
   # What the records hold, once every file is known to be sound.
   for shard, first, summary in firsts:
-    problem = _missing_masks(first)
+    problem = ((needs_masks and _missing_masks(first)) or
+               (needs_semantic and _missing_semantic(first)) or None)
     if problem:
       raise _shard_error(field, shard, problem, summary)
   return files
@@ -367,11 +382,12 @@ def check_experiment_inputs(config: Any, training: bool) -> None:
   """`check_shards` for every input of `experiment_inputs`."""
   from tf_mtdet import families  # pylint: disable=g-import-not-at-top
   from tf_mtdet.data import augment  # pylint: disable=g-import-not-at-top
-  needs_masks = training and (
-      augment.MASKS in families.get(config).augmentation_needs())
+  needs = families.get(config).augmentation_needs() if training else set()
   for field, input_path in experiment_inputs(config, training).items():
+    train_input = field == 'train_data.input_path'
     check_shards(input_path, field,
-                 needs_masks=needs_masks and field == 'train_data.input_path')
+                 needs_masks=train_input and augment.MASKS in needs,
+                 needs_semantic=train_input and augment.SEMANTIC in needs)
 
 
 # Words of the input pipeline's own InvalidArgumentErrors (parsing and
