@@ -250,6 +250,11 @@ CASES = [
                     '--out', w.export, '--set',
                     f'train_data.label_map={w.missing_label_map_json}'],
          r'{w.missing_label_map_json}: cannot read label map: No such file'),
+    Case('export_unknown_signature',
+         lambda w: ['export', '--config', TINY_CONFIG, '--checkpoint', w.ckpt,
+                    '--out', w.export, '--signatures', 'image_bytes,jpeg'],
+         r'signatures: jpeg: choose from serving_default, image_bytes, '
+         r'tf_example'),
     # predict
     Case('predict_image_missing',
          lambda w: ['predict', '--saved-model', w.export, '--image',

@@ -306,14 +306,22 @@ def _add_export(sub) -> None:
                  '(TF Serving base_path)')
   p.add_argument('--version', type=int,
                  help='version number (default: next free)')
+  p.add_argument('--signatures',
+                 help='comma-separated signatures to write (default all: '
+                 'serving_default,image_bytes,tf_example); each traces the '
+                 'whole model, so fewer export faster')
   p.set_defaults(func=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
   config = _load_config(args)
   from tf_mtdet.serving import exporter  # pylint: disable=g-import-not-at-top
+  signatures = None
+  if args.signatures is not None:
+    signatures = [n.strip() for n in args.signatures.split(',') if n.strip()]
   path = exporter.export_checkpoint(config, args.checkpoint, args.out,
-                                    version=args.version, progress=sys.stderr)
+                                    version=args.version, progress=sys.stderr,
+                                    signatures=signatures)
   print(f'exported {path}')
   return 0
 

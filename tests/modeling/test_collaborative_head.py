@@ -263,8 +263,10 @@ def test_refiner_rejects_settings_it_cannot_honour():
       ('model.two_stage.ej_head.interleaving=true', 'interleaving off'),
       ('model.two_stage.include_mask=false', 'needs include_mask'),
       ('model.two_stage.outer_boxes_scale=1.25', 'outer_boxes_scale 1.0')):
+    model_cfg = _tiny(override).family_model
     with pytest.raises(ValueError, match=message):
-      factory.build_two_stage_model(_tiny(override).family_model)
+      ch.build_collaborative_refiner(
+          model_cfg.roi_box_refiner.collaborative, model_cfg)
 
 
 def test_each_of_the_heads_terms_falls_on_fixed_rois():

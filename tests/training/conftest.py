@@ -11,6 +11,10 @@ from tf_mtdet import cli
 
 TINY_CONFIG = os.path.join(root.REPO_ROOT, 'configs', 'mask_rcnn',
                            'mask_rcnn_tiny_shapes.yaml')
+# The cheapest family to trace (no RoI stages): for tests of what every
+# family shares (the trainer, strategies, checkpoints).
+RETINANET_TINY_CONFIG = os.path.join(root.REPO_ROOT, 'configs', 'retinanet',
+                                     'retinanet_tiny_shapes.yaml')
 
 
 @pytest.fixture(scope='session')
@@ -66,3 +70,24 @@ def run_python(code: str, env_extra: dict | None = None, timeout: int = 600,
   if check:
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
   return out
+
+
+def write_untrained_checkpoint(config, model_dir: str) -> str:
+  """A randomly initialised model saved as `train` saves it (model dir's
+  checkpoints/ckpt-1), for tests of what reads checkpoints: no training
+  graph to trace. Returns the checkpoint path."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from tf_mtdet import families  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.training import train  # pylint: disable=g-import-not-at-top
+  tf_keras.utils.set_random_seed(0)
+  family = families.get(config)
+  model = family.build_model()
+  size = 64
+  info = tf.constant([[[size, size], [size, size], [1, 1], [0, 0]]],
+                     tf.float32)
+  family.call_inference(model, tf.zeros([1, size, size, 3]), info)
+  manager = tf.train.CheckpointManager(
+      tf.train.Checkpoint(model=model),
+      os.path.join(model_dir, train.CHECKPOINT_SUBDIR), max_to_keep=1)
+  return manager.save(checkpoint_number=1)

@@ -62,10 +62,14 @@ def test_tiny_datnet_trains_on_two_replicas_evaluates_exports_serves(
   config = experiment.load_config(TINY, overrides)
   metrics = evaluate.evaluate(config, model_dir)
   assert 'AP' in metrics and 'mask_AP' in metrics
+  # One signature (predict's): each traces the whole model; the baseline's
+  # tests check all three.
   version_dir = exporter.export_checkpoint(config, model_dir,
-                                           str(tmp_path / 'export'))
+                                           str(tmp_path / 'export'),
+                                           signatures=['image_bytes'])
   assert os.path.basename(version_dir) == '1'
   loaded = adapters.load(str(tmp_path / 'export'))
+  assert set(loaded.signatures) == {'image_bytes'}
   image = os.path.join(os.path.dirname(shapes_records), 'shapes_val',
                        'images', 'shapes_000000.jpg')
   detections = predict.predict_image(loaded, image, score_threshold=0.0)

@@ -24,6 +24,10 @@ def _trainable(model) -> int:
 
 
 def _build(config, size=128):
+  if config.model.type == 'two_stage':
+    # Fewer RoIs to run eagerly; parameters do not depend on them.
+    generator = config.family_model.roi_generator
+    generator.test_pre_nms_top_k, generator.test_num_proposals = 100, 20
   family = families.get(config)
   model = family.build_model()
   info = tf.constant([[[size, size], [size, size], [1, 1], [0, 0]]],

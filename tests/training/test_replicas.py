@@ -5,7 +5,6 @@ Replica threads interleave at every SyncBN merge point; a model that kept
 per-call tensors on `self` would hand one replica another's ground truth.
 """
 
-import json
 import textwrap
 
 from tests.training import conftest
@@ -66,30 +65,5 @@ def test_each_replica_trains_masks_on_its_own_ground_truth():
   assert 'OK' in out.stdout
 
 
-def test_paper_settings_train_on_two_replicas_with_sync_bn(shapes_records,
-                                                            tmp_path):
-  """Interleaving, a fused dense auxiliary head and a cascade together,
-  trained by `train()` (MirroredStrategy, 2 replicas) with SyncBN: every
-  loss finite, the total falling, the head's own loss reported."""
-  overrides = conftest.tiny_overrides(shapes_records, **{
-      'schedule.total_steps': 12, 'schedule.steps_per_epoch': 6,
-      'train_data.global_batch_size': 4,
-      'model.two_stage.norm_activation.use_sync_bn': 'true',
-      'model.two_stage.ej_head.interleaving': 'true',
-      'model.two_stage.dense_aux_heads':
-          '[{type: semantic, semantic: {num_filters: 64}}]',
-      'model.two_stage.feature_fusion.type': 'sum',
-      'model.two_stage.roi_sampler.cascade_iou_thresholds': '[0.6, 0.7]',
-      'model.two_stage.detection_head.class_agnostic_bbox_pred': 'true'})
-  code = _SETUP + textwrap.dedent(f"""
-      from tf_mtdet.training import train
-      config = experiment.load_config({conftest.TINY_CONFIG!r}, {overrides!r})
-      result = train.train(config, {str(tmp_path / 'model')!r}, verbose=0)
-      print('HISTORY', json.dumps(result['history']))
-      """)
-  out = conftest.run_python(code, timeout=900)
-  logs = json.loads(out.stdout.split('HISTORY', 1)[1].strip().splitlines()[0])
-  for name, values in logs.items():
-    assert len(values) == 2 and all(v == v for v in values), (name, values)
-  assert logs['total_loss'][-1] < logs['total_loss'][0], logs
-  assert logs['semantic_loss'][0] > 0
+# Training with these settings by `train()` (fit, 2 replicas, SyncBN):
+# test_training.test_fit_mirrored_two_cpu_replicas_paper_settings_loss_falls.

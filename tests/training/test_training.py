@@ -33,15 +33,27 @@ def _config(records, **extra):
                                 conftest.tiny_overrides(records, **extra))
 
 
-def test_fit_mirrored_two_cpu_replicas_loss_falls(shapes_records, tmp_path):
-  """fit on 2 replicas with evaluation every epoch (as every paper config):
-  the loss falls, each epoch line shows the headline metrics only, and
-  TensorBoard's evaluation run keeps every metric."""
+def test_fit_mirrored_two_cpu_replicas_paper_settings_loss_falls(
+    shapes_records, tmp_path):
+  """fit on 2 replicas with the paper configs' settings (SyncBN,
+  Interleaving, a fused dense auxiliary head, a 3-stage cascade) and
+  evaluation every epoch: every loss finite, the total falling, the head's
+  own loss reported, each epoch line showing the headline metrics only, and
+  TensorBoard's evaluation run keeping every metric."""
   overrides = conftest.tiny_overrides(
-      shapes_records, **{'schedule.total_steps': 60,
-                         'schedule.steps_per_epoch': 20,
+      shapes_records, **{'schedule.total_steps': 30,
+                         'schedule.steps_per_epoch': 10,
                          'train_data.global_batch_size': 4,
-                         'runtime.eval_every_n_epochs': 1})
+                         'runtime.eval_every_n_epochs': 1,
+                         'model.two_stage.norm_activation.use_sync_bn': 'true',
+                         'model.two_stage.ej_head.interleaving': 'true',
+                         'model.two_stage.dense_aux_heads':
+                             '[{type: semantic, semantic: {num_filters: 64}}]',
+                         'model.two_stage.feature_fusion.type': 'sum',
+                         'model.two_stage.roi_sampler.cascade_iou_thresholds':
+                             '[0.6, 0.7]',
+                         'model.two_stage.detection_head.'
+                         'class_agnostic_bbox_pred': 'true'})
   model_dir = str(tmp_path / 'model')
   code = textwrap.dedent(f"""
       import json, tensorflow as tf
@@ -55,13 +67,16 @@ def test_fit_mirrored_two_cpu_replicas_loss_falls(shapes_records, tmp_path):
       print('REPLICAS', result['num_replicas'], result['strategy'])
       print('HISTORY', json.dumps(result['history']))
       """)
-  out = conftest.run_python(code)
+  out = conftest.run_python(code, timeout=900)
   # The strategy train() itself built (runtime.strategy 'mirrored').
   assert 'REPLICAS 2 MirroredStrategy' in out.stdout
   history = json.loads(out.stdout.split('HISTORY', 1)[1].strip().splitlines()[0])
+  for name, values in history.items():
+    assert len(values) == 3 and all(math.isfinite(v) for v in values), (
+        name, values)
   losses = history['total_loss']
-  assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
-  assert losses[-1] < 0.8 * losses[0], losses
+  assert losses[-1] < 0.9 * losses[0], losses
+  assert history['semantic_loss'][0] > 0
   # Evaluated after every epoch; the headline metrics only in the logs.
   for key in ('val_AP', 'val_AP50', 'val_mask_AP'):
     assert len(history[key]) == 3 and all(0 <= v <= 1 for v in history[key])
@@ -69,7 +84,7 @@ def test_fit_mirrored_two_cpu_replicas_loss_falls(shapes_records, tmp_path):
       'val_AP', 'val_AP50', 'val_mask_AP')]
   epoch_lines = [l for l in out.stdout.splitlines() if 'val_AP:' in l]
   assert len(epoch_lines) == 3, out.stdout[-3000:]
-  assert all('val_APs' not in l and len(l) < 400 for l in epoch_lines)
+  assert all('val_APs' not in l and len(l) < 600 for l in epoch_lines)
   # Every COCO metric is in TensorBoard's evaluation run, at the step.
   tags = {}
   for path in tf.io.gfile.glob(os.path.join(model_dir, 'logs', 'evaluation',
@@ -78,7 +93,7 @@ def test_fit_mirrored_two_cpu_replicas_loss_falls(shapes_records, tmp_path):
       for value in event.summary.value:
         tags.setdefault(value.tag, []).append(event.step)
   for tag in ('AP', 'APs', 'AP75', 'ARmax100', 'mask_AP', 'mask_APl'):
-    assert tags.get(tag) == [20, 40, 60], (tag, sorted(tags))
+    assert tags.get(tag) == [10, 20, 30], (tag, sorted(tags))
 
 
 def _free_port() -> int:
@@ -96,11 +111,14 @@ def test_multi_worker_two_processes_end_with_identical_weights(
                          'schedule.steps_per_epoch': 4,
                          'train_data.global_batch_size': 4,
                          'runtime.strategy': 'multi_worker'})
+  # The trainer and strategy are the same for every family: the cheapest to
+  # trace runs here.
   code = textwrap.dedent(f"""
       import os, sys, numpy as np
       from tf_mtdet.config import experiment
       from tf_mtdet.training import train
-      config = experiment.load_config({conftest.TINY_CONFIG!r}, {overrides!r})
+      config = experiment.load_config({conftest.RETINANET_TINY_CONFIG!r},
+                                      {overrides!r})
       result = train.train(config, {str(tmp_path / 'model')!r}, verbose=0)
       weights = [v.numpy() for v in result['model'].trainable_variables]
       np.savez(sys.argv[1], *weights)
@@ -143,7 +161,9 @@ def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
       shapes_records, **{'schedule.total_steps': 40,
                          'schedule.steps_per_epoch': 8,
                          'runtime.checkpoint_every_n_steps': 5})
-  args = ['train', '--config', conftest.TINY_CONFIG, '--model-dir',
+  # Resuming is the trainer's, the same for every family: the cheapest to
+  # trace (RetinaNet) runs here.
+  args = ['train', '--config', conftest.RETINANET_TINY_CONFIG, '--model-dir',
           str(model_dir), '--verbose', '2', '--strategy', 'one_device']
   for o in overrides:
     args += ['--set', o]
@@ -172,7 +192,7 @@ def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
                   if 'total_loss: ' in line]
   assert first_losses
 
-  config = experiment.load_config(conftest.TINY_CONFIG, overrides)
+  config = experiment.load_config(conftest.RETINANET_TINY_CONFIG, overrides)
   config.runtime.strategy = 'one_device'
   # Restored state: step, optimizer slots and learning rate.
   state = train.build_training_state(
@@ -188,11 +208,11 @@ def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
            if 'momentum' in v.name}
   nonzero = [k for k, v in slots.items() if np.abs(v.numpy()).sum() > 0]
   assert len(nonzero) >= len(slots) // 2  # restored, not freshly zeroed
-  # By hand: lr 0.02 x 4 / 4 = 0.02 after a 5-step warmup; the 1x decay
+  # By hand: lr 0.01 x 4 / 4 = 0.01 after a 5-step warmup; the 1x decay
   # epochs 9 and 11 of 12 scale into 40 steps as boundaries 30 and 37
   # (36.67 rounded); the rate drops after each boundary step.
   def hand_lr(step):
-    return 0.02 if step <= 30 else 0.002 if step <= 37 else 0.0002
+    return 0.01 if step <= 30 else 0.001 if step <= 37 else 0.0001
   assert float(state.lr_schedule(killed_at)) == pytest.approx(
       hand_lr(killed_at), rel=1e-5)
   for step in (5, 30, 31, 37, 38, 40):
@@ -204,7 +224,7 @@ def test_resume_after_kill_continues_step_lr_and_losses(shapes_records,
   assert result['step'] == 40
   # The resumed run's epochs end at steps 16, 24, 32, 40 (the killed epoch
   # restarts its count but not the step counter).
-  assert result['history']['learning_rate'][-1] == pytest.approx(0.0002,
+  assert result['history']['learning_rate'][-1] == pytest.approx(0.0001,
                                                                  rel=1e-5)
   resumed_losses = result['history']['total_loss']
   # Continued, not restarted: better than the killed run's first epoch.
@@ -299,11 +319,11 @@ def test_evaluate_and_export_cli(shapes_records, tmp_path, capsys):
   """evaluate prints what pycocotools' COCOeval computes from the results
   JSON it writes; export writes versioned SavedModels with the signatures."""
   model_dir = str(tmp_path / 'model')
-  overrides = conftest.tiny_overrides(shapes_records, **{
-      'schedule.total_steps': 2, 'schedule.steps_per_epoch': 2})
+  overrides = conftest.tiny_overrides(shapes_records)
   sets = sum([['--set', o] for o in overrides], [])
-  assert cli.main(['train', '--config', conftest.TINY_CONFIG, '--model-dir',
-                   model_dir, '--verbose', '0', *sets]) == 0
+  # What evaluate and export read, without a training graph to trace.
+  conftest.write_untrained_checkpoint(
+      experiment.load_config(conftest.TINY_CONFIG, overrides), model_dir)
   results = str(tmp_path / 'results.json')
   # Score threshold 0: a 2-step model still returns its top detections.
   assert cli.main(['evaluate', '--config', conftest.TINY_CONFIG,
@@ -380,22 +400,10 @@ def test_mixed_bfloat16_trains_and_policy_is_restored(shapes_records,
                          'schedule.steps_per_epoch': 3,
                          'runtime.mixed_precision': 'mixed_bfloat16',
                          'runtime.strategy': 'one_device'})
-  code = textwrap.dedent(f"""
-      import math, tf_keras
-      from tf_mtdet.config import experiment
-      from tf_mtdet.training import train
-      config = experiment.load_config({conftest.TINY_CONFIG!r}, {overrides!r})
-      result = train.train(config, {str(tmp_path / 'model')!r}, verbose=0)
-      model = result['model']
-      print('COMPUTE', model.backbone.layers[2].compute_dtype)
-      print('VARIABLES', sorted({{v.dtype.name for v in
-                                  model.trainable_variables}}))
-      print('FINITE', all(math.isfinite(x)
-                          for x in result['history']['total_loss']))
-      print('POLICY', tf_keras.mixed_precision.global_policy().name)
-      """)
-  out = conftest.run_python(code).stdout
-  assert 'COMPUTE bfloat16' in out
-  assert "VARIABLES ['float32']" in out
-  assert 'FINITE True' in out
-  assert 'POLICY float32' in out
+  config = experiment.load_config(conftest.TINY_CONFIG, overrides)
+  result = train.train(config, str(tmp_path / 'model'), verbose=0)
+  model = result['model']
+  assert model.backbone.layers[2].compute_dtype == 'bfloat16'
+  assert {v.dtype.name for v in model.trainable_variables} == {'float32'}
+  assert all(math.isfinite(x) for x in result['history']['total_loss'])
+  assert tf_keras.mixed_precision.global_policy().name == 'float32'

@@ -1,6 +1,6 @@
 """Checkpoint -> TF Serving SavedModel, from an experiment config."""
 
-from typing import Optional, TextIO
+from typing import Optional, Sequence, TextIO
 
 from tf_mtdet import families
 from tf_mtdet.config import experiment as experiment_config
@@ -11,15 +11,18 @@ from tf_mtdet.training import evaluate
 def export_checkpoint(config: experiment_config.ExperimentConfig,
                       checkpoint: str, export_dir: str,
                       version: Optional[int] = None,
-                      progress: Optional[TextIO] = None) -> str:
+                      progress: Optional[TextIO] = None,
+                      signatures: Optional[Sequence[str]] = None) -> str:
   """Exports `checkpoint` of the experiment; returns the version directory.
 
   Preprocessing in the graph is the eval parser's (`config.eval_data.parser`),
   class names come from `config.train_data.label_map`, the image size limit
   from `config.export.max_image_pixels`. `progress` (a stream, e.g.
-  `sys.stderr`) gets one line per stage.
+  `sys.stderr`) gets one line per stage. `signatures` names the signatures
+  to write (default all three).
   """
   # A bad checkpoint path or label map fails before the model is built.
+  export_lib.signature_keys(signatures)  # a bad name fails first
   checkpoint = evaluate.resolve_checkpoint(checkpoint)
   label_map = export_lib.read_label_map(config.train_data.label_map)
   if progress is not None:
@@ -33,4 +36,5 @@ def export_checkpoint(config: experiment_config.ExperimentConfig,
       score_threshold=config.export.score_threshold,
       max_image_pixels=config.export.max_image_pixels, params=config)
   return export_lib.export_saved_model(module, export_dir, version=version,
-                                       progress=progress)
+                                       progress=progress,
+                                       signatures=signatures)
