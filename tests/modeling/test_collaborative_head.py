@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from tests import conftest as root
 from tf_mtdet.config import experiment
@@ -274,7 +275,7 @@ def test_each_of_the_heads_terms_falls_on_fixed_rois():
   dense offsets, the weighted box and the coarse mask all learn. In the full
   model the box term need not fall over a short run: the box stage's
   positives change as the RPN learns."""
-  tf.keras.utils.set_random_seed(1)
+  tf_keras.utils.set_random_seed(1)
   head = ch.CollaborativeHead(num_classes=3, num_filters=32, num_convs=2,
                               name='collaborative_head')
   refiner = ch.CollaborativeRefiner(head, max_rois_per_image=4)
@@ -303,7 +304,7 @@ def test_each_of_the_heads_terms_falls_on_fixed_rois():
       'matched_gt_classes': tf.constant([[1, 2]]),
       'matched_gt_indices': tf.constant([[0, 1]])}
   shape = tf.constant([[128., 128.]])
-  optimizer = tf.keras.optimizers.Adam(3e-3)
+  optimizer = tf_keras.optimizers.Adam(3e-3)
 
   @tf.function
   def step():
