@@ -75,7 +75,8 @@ def test_fit_mirrored_two_cpu_replicas_paper_settings_loss_falls(
     assert len(values) == 3 and all(math.isfinite(v) for v in values), (
         name, values)
   losses = history['total_loss']
-  assert losses[-1] < 0.9 * losses[0], losses
+  # Measured 4.33 -> 2.29 -> 2.36.
+  assert losses[-1] < 0.8 * losses[0], losses
   assert history['semantic_loss'][0] > 0
   # Evaluated after every epoch; the headline metrics only in the logs.
   for key in ('val_AP', 'val_AP50', 'val_mask_AP'):
@@ -84,6 +85,8 @@ def test_fit_mirrored_two_cpu_replicas_paper_settings_loss_falls(
       'val_AP', 'val_AP50', 'val_mask_AP')]
   epoch_lines = [l for l in out.stdout.splitlines() if 'val_AP:' in l]
   assert len(epoch_lines) == 3, out.stdout[-3000:]
+  # Nine losses, the rate and three metrics fit a line; every COCO metric
+  # would not.
   assert all('val_APs' not in l and len(l) < 600 for l in epoch_lines)
   # Every COCO metric is in TensorBoard's evaluation run, at the step.
   tags = {}
