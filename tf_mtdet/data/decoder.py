@@ -54,8 +54,9 @@ class TfExampleDecoder(tf_example_decoder.TfExampleDecoder):
     self._ignore_label = ignore_label
     # Parsed on its own: Model Garden's decode() drops keys it does not know.
     self._semantic_features = {
-        SEMANTIC_KEY: tf.io.FixedLenFeature((), tf.string, default_value=''),
-        MASK_KEY: tf.io.VarLenFeature(tf.string)}
+        SEMANTIC_KEY: tf.io.FixedLenFeature((), tf.string, default_value='')}
+    if not include_mask:  # else Model Garden's decode() has the masks
+      self._semantic_features[MASK_KEY] = tf.io.VarLenFeature(tf.string)
 
   def decode(self, serialized_example):
     decoded = super().decode(serialized_example)
