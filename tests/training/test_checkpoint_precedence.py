@@ -68,6 +68,10 @@ def test_mixed_float16_loss_scale_survives_a_restart(shapes_records,
     optimizer = state.optimizer
     assert isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
     assert state.model.backbone.compute_dtype == 'float16'
+    # Slots are made before the first (traced) step, through the wrapper.
+    variables = state.model.trainable_variables
+    assert all(optimizer.get_slot(v, 'momentum').shape == v.shape
+               for v in variables)
     # As after some overflows and good steps.
     optimizer._loss_scale._current_loss_scale.assign(1024.0)  # pylint: disable=protected-access
     optimizer.dynamic_counter.assign(123)

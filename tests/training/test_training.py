@@ -416,3 +416,6 @@ def test_mixed_bfloat16_trains_and_policy_is_restored(shapes_records,
   assert {v.dtype.name for v in model.trainable_variables} == {'float32'}
   assert all(math.isfinite(x) for x in result['history']['total_loss'])
   assert tf_keras.mixed_precision.global_policy().name == 'float32'
+  # The optimizer's slots exist before the first step, so the train step is
+  # traced once, not twice (a tf.function creating variables is retraced).
+  assert result['trainer'].train_function.experimental_get_tracing_count() == 1
