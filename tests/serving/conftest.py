@@ -2,6 +2,7 @@
 stub model with fixed outputs for exact coordinate and mask checks."""
 
 import dataclasses
+import fcntl
 import io
 import os
 import subprocess
@@ -238,14 +239,44 @@ class Exported:
   reload_outputs: str
 
 
+def _shared_export(tmp_path_factory, tiny_model, family, parser):
+  """Exports the tiny model once per test session, not once per xdist
+  worker: the first worker to get here exports it and checkpoints its
+  weights; the others restore those weights into their own `tiny_model`, so
+  every worker's in-process model matches the SavedModel. Returns (base,
+  version_dir)."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # this session's dir, shared by its workers
+  shared = root / 'tiny_serving_export'
+  shared.mkdir(exist_ok=True)
+  base = str(shared / 'mtdet')
+  weights = str(shared / 'weights' / 'ckpt')
+  checkpoint = tf.train.Checkpoint(model=tiny_model)
+  with open(shared / 'lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if (shared / 'done').exists():
+      # Weights first exist after a call.
+      family.call_inference(tiny_model, tf.zeros([1, INPUT_SIZE, INPUT_SIZE, 3]),
+                            tf.constant([[[INPUT_SIZE] * 2, [INPUT_SIZE] * 2,
+                                          [1.0, 1.0], [0.0, 0.0]]]))
+      checkpoint.read(weights).assert_existing_objects_matched()
+      version_dir = (shared / 'done').read_text()
+    else:
+      module = export.ServingModule(tiny_model, family, parser, LABEL_MAP,
+                                    full_image_masks=True)
+      version_dir = export.export_saved_model(module, base)
+      checkpoint.write(weights)
+      (shared / 'done').write_text(version_dir)
+  return base, version_dir
+
+
 @pytest.fixture(scope='session')
 def exported(tmp_path_factory, tiny_model, family, parser):
   """Exports the tiny model once, then starts the subprocess checks."""
-  module = export.ServingModule(tiny_model, family, parser, LABEL_MAP,
-                                full_image_masks=True)
   work = tmp_path_factory.mktemp('export')
-  base = str(work / 'mtdet')
-  version_dir = export.export_saved_model(module, base)
+  base, version_dir = _shared_export(tmp_path_factory, tiny_model, family,
+                                     parser)
 
   binary = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
   command = ([binary] if os.path.exists(binary) else

@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 
 from tests import conftest as root
 from tf_mtdet import families

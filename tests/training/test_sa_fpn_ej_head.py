@@ -4,7 +4,6 @@ model trained, exported and served."""
 import os
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from tests import conftest as root
