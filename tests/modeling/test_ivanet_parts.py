@@ -213,3 +213,30 @@ def test_pcm_head_resizes_to_the_largest_level_and_ignores_255():
   labels = tf.constant([[[0, 0, 255, 255], [0, 0, 255, 255]]])
   loss = pcm_head.cross_entropy_at_logits(logits, labels)
   np.testing.assert_allclose(loss, math.log(2.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize('level_kernel_size,reach', [(1, 2), (3, 3)])
+def test_pcm_level_kernel_sets_the_reach_of_a_finest_level_pixel(
+    level_kernel_size, reach):
+  """Logits see a finest-level pixel through the per-level conv, the fused
+  conv3x3 and the classifier conv3x3: +-2 pixels with 1x1 per-level convs
+  (BlitzNet's default), +-3 with 3x3 ones."""
+  tf_keras.utils.set_random_seed(0)
+  head = pcm_head.PCMHead(num_classes=2, min_level=3, max_level=4,
+                          level_filters=4, num_filters=4,
+                          level_kernel_size=level_kernel_size)
+  base = tf.random.uniform([1, 15, 15, 3], seed=1)
+  coarse = tf.random.uniform([1, 8, 8, 3], seed=2)
+  bumped = tf.tensor_scatter_nd_add(base, [[0, 7, 7, 0]], [10.0])
+  changed = tf.reduce_any(tf.abs(
+      head({'3': bumped, '4': coarse})['logits'] -
+      head({'3': base, '4': coarse})['logits']) > 0, axis=[0, 3]).numpy()
+  rows, cols = np.nonzero(changed)
+  assert changed[7, 7]
+  assert max(np.abs(rows - 7).max(), np.abs(cols - 7).max()) == reach
+  assert {k.shape[0] for k in (head._level_convs['3'].kernel,
+                               head._level_convs['4'].kernel)} == {
+                                   level_kernel_size}
+  clone = tf_keras.utils.deserialize_keras_object(
+      tf_keras.utils.serialize_keras_object(head))
+  assert clone.get_config()['level_kernel_size'] == level_kernel_size

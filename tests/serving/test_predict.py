@@ -117,3 +117,17 @@ def test_class_colors_are_distinct_and_stable():
   colors = [visualize.class_color(i) for i in range(1, 21)]
   assert len(set(colors)) == 20
   assert colors == [visualize.class_color(i) for i in range(1, 21)]
+
+
+def test_draw_detections_puts_the_best_label_on_top():
+  """Two classes on one box (per-class NMS): the higher score's label is the
+  one drawn last, whatever the order of the detections."""
+  image = np.zeros([60, 90, 3], np.uint8)
+  for order in ([0, 1], [1, 0]):
+    detections = {'boxes': np.array([[20., 10., 50., 80.]] * 2)[order],
+                  'scores': np.array([0.9, 0.4])[order],
+                  'classes': np.array([1, 2])[order],
+                  'class_names': [['circle', 'square'][i] for i in order]}
+    drawn = visualize.draw_detections(image, detections)
+    # The label box's left edge just above the box: the best class's colour.
+    assert tuple(drawn[19, 10]) == visualize.class_color(1), order

@@ -62,3 +62,23 @@ def test_paper_schedule_is_adam_beta1_half_with_two_steps():
                              [1e-4, 1e-5, 1e-6])
   optimizer, _ = schedules.build_optimizer(schedule, 32)
   assert 'Adam' in type(optimizer).__name__
+
+
+def test_pcm_head_at_300_has_blitznet_level_convs_and_a_128_wide_fuse():
+  """The shipped head (configs/ivanet/README.md's 0.61M): 6 levels x 384
+  channels -> 1x1 x 64 each, conv3x3 384 -> 128, conv3x3 128 -> 21."""
+  from tf_mtdet.modeling.heads import pcm_head  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  config = experiment.load_config(
+      os.path.join(CONFIGS, 'ivanet_r50_300_voc.yaml'),
+      ['train_data.label_map='])
+  model_cfg = config.model.single_shot
+  head = pcm_head.build_pcm_head(model_cfg.seg_head.pcm, model_cfg)
+  sizes = {'3': 38, '4': 19, '5': 10, '6': 5, '7': 3, '8': 1}
+  logits = head({l: tf.zeros([1, s, s, 384]) for l, s in sizes.items()})[
+      'logits']
+  assert logits.shape == (1, 38, 38, 21)
+  levels = 6 * (1 * 1 * 384 * 64 + 64)
+  fuse = 3 * 3 * (6 * 64) * 128 + 128
+  classifier = 3 * 3 * 128 * 21 + 21
+  assert head.count_params() == levels + fuse + classifier == 614549

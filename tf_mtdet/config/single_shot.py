@@ -127,18 +127,21 @@ class SSDLoss(hyperparams.Config):
 
 @dataclasses.dataclass
 class PCMHead(hyperparams.Config):
-  """IvaNet's segmentation head (PCM): every level resized to the largest,
-  concatenated, conv3x3 + ReLU, conv3x3 to classes.
+  """IvaNet's segmentation head (PCM): every level's conv, resized to the
+  largest, concatenated, conv3x3 + ReLU, conv3x3 to classes.
 
   Attributes:
     num_classes: Semantic classes (0 = the model's `num_classes`).
-    level_filters: Per-level conv3x3 before the resize (BlitzNet: 64; 0:
-      none, the raw levels are concatenated).
+    level_filters: Per-level conv before the resize (BlitzNet: 64; 0: none,
+      the raw levels are concatenated).
+    level_kernel_size: Its kernel (BlitzNet's default 1; 3 triples the
+      head's cost at 300, see configs/ivanet/README.md).
     num_filters: Width of the fused conv3x3.
     loss_weight: W in L_det + W L_seg.
   """
   num_classes: int = 0
   level_filters: int = 64
+  level_kernel_size: int = 1
   num_filters: int = 256
   loss_weight: float = 1.0
 

@@ -104,7 +104,10 @@ def draw_detections(image: np.ndarray,
 
   thickness = max(1, round(min(height, width) / 250))
   font_scale = max(0.35, min(height, width) / 800)
-  for i in keep:
+  # Boxes and labels also lowest score first: where boxes overlap (SSD's
+  # per-class NMS keeps one box per class on an object) the best label is
+  # the one left readable.
+  for i in keep[np.argsort(scores[keep], kind='stable')]:
     color = class_color(classes[i])
     ymin, xmin, ymax, xmax = np.round(boxes[i]).astype(int)
     cv2.rectangle(canvas, (int(xmin), int(ymin)), (int(xmax), int(ymax)),

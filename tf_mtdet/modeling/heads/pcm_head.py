@@ -1,12 +1,13 @@
-"""IvaNet's segmentation head (PCM, BlitzNet's shape).
+"""IvaNet's segmentation head (PCM, BlitzNet's shape plus IvaNet's fused conv).
 
-Every pyramid level gets a conv3x3 + ReLU (`level_filters`; BlitzNet: 64)
-and is resized bilinearly to the largest level's size; the levels are
-concatenated, a conv3x3 + ReLU fuses them and a conv3x3 gives per-class
-logits at the largest level's resolution. A registered 'dense_aux_head'
-('pcm') that owns its target (the semantic map) and its loss (pixel softmax
-cross-entropy at the logits' resolution, labels resized nearest, 255
-ignored).
+Every pyramid level gets a conv + ReLU (`level_filters` wide, kernel
+`level_kernel_size`; BlitzNet's code: 64 wide, 1x1 by default) at its own
+resolution and is resized bilinearly to the largest level's size; the levels
+are concatenated, a conv3x3 + ReLU fuses them (IvaNet's PCM; `num_filters`)
+and a conv3x3 gives per-class logits at the largest level's resolution. A
+registered 'dense_aux_head' ('pcm') that owns its target (the semantic map)
+and its loss (pixel softmax cross-entropy at the logits' resolution, labels
+resized nearest, 255 ignored).
 """
 
 from typing import Any, Mapping, Optional
@@ -21,10 +22,24 @@ from tf_mtdet.modeling import registry
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
 class PCMHead(tf_keras.layers.Layer):
   """Pyramid {level: [B, H_l, W_l, C_l]} -> `logits` [B, H_max, W_max, K]
-  (H_max, W_max: the largest level's size)."""
+  (H_max, W_max: the largest level's size).
+
+  Args:
+    num_classes: K, semantic classes.
+    min_level: Finest level (its size is the logits' size).
+    max_level: Coarsest level.
+    level_filters: Width of the per-level conv (0: none, the raw levels are
+      concatenated).
+    num_filters: Width of the fused conv3x3 over the concatenation.
+    level_kernel_size: Kernel of the per-level conv (3 is the layer's
+      default so older saved configs keep their shape; the config's is 1).
+    kernel_regularizer: Applied to every conv kernel.
+    **kwargs: `tf_keras.layers.Layer` arguments.
+  """
 
   def __init__(self, num_classes: int, min_level: int, max_level: int,
                level_filters: int = 64, num_filters: int = 256,
+               level_kernel_size: int = 3,
                kernel_regularizer: Optional[
                    tf_keras.regularizers.Regularizer] = None,
                **kwargs):
@@ -32,12 +47,16 @@ class PCMHead(tf_keras.layers.Layer):
     self._config_dict = dict(
         num_classes=num_classes, min_level=min_level, max_level=max_level,
         level_filters=level_filters, num_filters=num_filters,
+        level_kernel_size=level_kernel_size,
         kernel_regularizer=kernel_regularizer)
-    conv = lambda filters, name: tf_keras.layers.Conv2D(
-        filters, 3, padding='same', kernel_regularizer=kernel_regularizer,
+    # Per-level convs run at each level's own size, before the resize, so
+    # only the finest level's costs much (38x38 is 3/4 of the pixels at 300).
+    conv = lambda filters, name, size=3: tf_keras.layers.Conv2D(
+        filters, size, padding='same', kernel_regularizer=kernel_regularizer,
         name=name)
     self._levels = [str(l) for l in range(min_level, max_level + 1)]
-    self._level_convs = ({l: conv(level_filters, f'level_{l}_conv')
+    self._level_convs = ({l: conv(level_filters, f'level_{l}_conv',
+                                    level_kernel_size)
                           for l in self._levels} if level_filters else {})
     self._fuse = conv(num_filters, 'fuse_conv')
     self._classifier = conv(num_classes, 'classifier')
@@ -113,4 +132,5 @@ def build_pcm_head(part, model_cfg, l2_regularizer=None) -> PCMHead:
   return PCMHead(num_classes(part, model_cfg), model_cfg.min_level,
                  model_cfg.max_level, level_filters=part.level_filters,
                  num_filters=part.num_filters,
+                 level_kernel_size=part.level_kernel_size,
                  kernel_regularizer=l2_regularizer, name='segmentation')
