@@ -11,7 +11,11 @@ full-image masks); Model Garden's returns resized-image boxes. Prints median
 latency, peak RSS and the ratio (ours / Model Garden; goal <= 1.0).
 
   python bench/inference.py [--config NAME|YAML] [--model-id 50] [--size 512]
-      [--runs 20]
+      [--runs 20] [--mg-batch dynamic|N]
+
+Both SavedModels have a dynamic batch dimension by default (ours always;
+Model Garden's export CLI's default), so the same graph kind is timed;
+`--mg-batch 1` exports Model Garden's with a static batch of 1.
 
 With `--against BASE.yaml`, compares our `--config` export to our BASE
 config's export instead of Model Garden's.
@@ -62,7 +66,8 @@ def _export(impl: str, args, export_dir: str) -> int:
         common.model_garden_task(config).build_model(), args.size)
     params = cfg.ExperimentConfig(task=common.model_garden_task_config(config))
     export_saved_model_lib.export_inference_graph(
-        input_type='image_tensor', batch_size=1,
+        input_type='image_tensor',
+        batch_size=None if args.mg_batch == 'dynamic' else int(args.mg_batch),
         input_image_size=[args.size, args.size], params=params,
         checkpoint_path=None, export_dir=export_dir,
         export_saved_model_subdir='1')
@@ -106,6 +111,9 @@ def main() -> int:
   p.add_argument('--size', type=int, default=512)
   p.add_argument('--runs', type=int, default=20)
   p.add_argument('--full-image-masks', action='store_true')
+  p.add_argument('--mg-batch', default='dynamic',
+                 help="Model Garden's exported batch dimension: 'dynamic' "
+                 '(its export CLI default, and ours) or a static size')
   p.add_argument('--against', help='compare with this config of ours '
                  'instead of Model Garden')
   p.add_argument('--child', help=argparse.SUPPRESS)
@@ -126,7 +134,8 @@ def main() -> int:
     image = os.path.join(tmp, 'shapes', 'images', 'shapes_000000.jpg')
     base = ['--config', args.config, '--size', str(args.size), '--runs',
             str(args.runs), '--pattern', pattern, '--workdir', tmp,
-            '--image', image, '--model-id', str(args.model_id)]
+            '--image', image, '--model-id', str(args.model_id),
+            '--mg-batch', args.mg_batch]
     base += ['--full-image-masks'] if args.full_image_masks else []
     for s in args.set:
       base += ['--set', s]
@@ -144,6 +153,7 @@ def main() -> int:
         f' with ResNet-{args.model_id}, a 256x320 image fitted into '
         f'{args.size}x{args.size}, batch 1, {args.runs} timed calls, '
         f'full-image masks {"on" if args.full_image_masks else "off"}, '
+        f'Model Garden batch dimension {args.mg_batch}, '
         f'{os.cpu_count()} CPUs')
   names = {'ours': os.path.basename(args.config),
            reference: (os.path.basename(args.against) if args.against else

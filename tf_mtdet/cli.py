@@ -416,12 +416,17 @@ def _add_quickstart(sub) -> None:
       'quickstart', help='end to end on generated data: data, TFRecords, '
       'train a tiny model on CPU, evaluate, export, predict')
   p.add_argument('--workdir', required=True)
-  p.add_argument('--config', default='mask_rcnn/mask_rcnn_tiny_shapes',
-                 help="a tiny config's name or path (default: %(default)s); "
-                 'any family')
-  p.add_argument('--train-images', type=int, default=300)
-  p.add_argument('--steps', type=int, default=600,
-                 help='training steps (batch 4; ~0.3 s each on 2 CPU cores)')
+  # quickstart.DEFAULT_CONFIG, spelled out: importing it would load
+  # TensorFlow for --help.
+  p.add_argument('--config', default='mask_rcnn/mask_rcnn_quickstart_shapes',
+                 help="a tiny config's name or path (default: %(default)s, "
+                 'the tiny Mask R-CNN with the quickstart recipe); any family')
+  p.add_argument('--train-images', type=int, default=None,
+                 help="generated training images (default: the config's "
+                 'schedule.num_train_examples, else 300)')
+  p.add_argument('--steps', type=int, default=None,
+                 help="training steps of batch 4 (default: the config's "
+                 'schedule.total_steps, else 600)')
   p.add_argument('--verbose', type=int, default=2, choices=(0, 1, 2))
   p.set_defaults(func=_run_quickstart)
 

@@ -9,7 +9,7 @@ held-out image. Everything lands in `workdir`.
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 from tf_mtdet.config import experiment
 from tf_mtdet.config import zoo
@@ -20,7 +20,11 @@ from tf_mtdet.training import evaluate
 from tf_mtdet.training import train
 
 # Shipped in the package, so the quickstart runs from an installed wheel too.
-DEFAULT_CONFIG = 'mask_rcnn/mask_rcnn_tiny_shapes'
+# The tiny Mask R-CNN with the quickstart's recipe (Adam, half-size input).
+DEFAULT_CONFIG = 'mask_rcnn/mask_rcnn_quickstart_shapes'
+# Length and data of a run whose config's schedule names neither.
+DEFAULT_STEPS = 600
+DEFAULT_TRAIN_IMAGES = 300
 # Metrics shown on the quickstart's summary lines, when the config has them.
 _HEADLINES = (('box ', ('AP', 'AP50', 'AP75')),
               ('mask', ('mask_AP', 'mask_AP50')),
@@ -52,11 +56,30 @@ def _dataset(workdir: str, split: str, num_images: int, seed: int) -> str:
   return prefix
 
 
-def run(workdir: str, train_images: int = 300, steps: int = 600,
-        val_images: int = 50, verbose: int = 2,
+def run(workdir: str, train_images: Optional[int] = None,
+        steps: Optional[int] = None, val_images: int = 50, verbose: int = 2,
         config: str = DEFAULT_CONFIG) -> dict[str, Any]:
-  """Runs the quickstart of a tiny config; returns metrics and paths."""
+  """Runs the quickstart of a tiny config; returns metrics and paths.
+
+  Args:
+    workdir: Where data, records, model, export and the picture land.
+    train_images: Generated training images (None: the config's
+      `schedule.num_train_examples`, else 300).
+    steps: Training steps (None: the config's `schedule.total_steps`, else
+      600).
+    val_images: Generated held-out images the model is evaluated on.
+    verbose: Keras `fit` verbosity (0, 1 or 2).
+    config: A tiny config's zoo name or YAML path.
+
+  Returns:
+    Dict with `metrics`, `export` (the SavedModel version directory),
+    `picture` (the prediction PNG) and `seconds`.
+  """
   config_path = zoo.resolve(config)
+  base = experiment.load_config(config_path)
+  train_images = (train_images or base.schedule.num_train_examples or
+                  DEFAULT_TRAIN_IMAGES)
+  steps = steps or base.schedule.total_steps or DEFAULT_STEPS
   start = time.time()
   _log(f'generating shapes data and TFRecords in {workdir}')
   train_prefix = _dataset(workdir, 'train', train_images, seed=0)
@@ -67,8 +90,7 @@ def run(workdir: str, train_images: int = 300, steps: int = 600,
 
   steps_per_epoch = max(1, steps // 6)
   # Warmup must stay shorter than a short run.
-  warmup = min(experiment.load_config(config_path).schedule.warmup_steps,
-               steps // 4)
+  warmup = min(base.schedule.warmup_steps, steps // 4)
   config = experiment.load_config(config_path, [
       f'schedule.warmup_steps={warmup}',
       f'train_data.input_path={train_prefix}-*.tfrecord',
