@@ -39,7 +39,7 @@ def test_quickstart_default_config_is_the_quickstart_recipe():
 
 def test_quickstart_short_run_learns_and_writes_every_artifact(tmp_path,
                                                                capsys):
-  """The quickstart's recipe, shortened to STEPS steps: every artifact, and
+  """The quickstart's recipe, shortened to SHORT_STEPS steps: every artifact, and
   AP above a floor the old recipe (SGD 0.02, anchors 16-128 px) stays under
   at the same length (README: the full run's numbers)."""
   workdir = str(tmp_path / 'qs')
@@ -47,8 +47,6 @@ def test_quickstart_short_run_learns_and_writes_every_artifact(tmp_path,
                            steps=SHORT_STEPS, val_images=SHORT_VAL, verbose=0)
   out = capsys.readouterr().out
   assert '[quickstart] box  AP' in out and 'exported SavedModel' in out
-  with capsys.disabled():  # The margin, in the test log.
-    print(f" short run: AP50 {summary['metrics']['AP50']:.3f}", end=' ')
   assert summary['metrics']['AP50'] >= AP50_FLOOR, summary['metrics']
   assert os.path.exists(os.path.join(summary['export'], 'saved_model.pb'))
   assert os.path.exists(os.path.join(summary['export'], 'assets',
