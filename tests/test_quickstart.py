@@ -40,8 +40,8 @@ def test_quickstart_default_config_is_the_quickstart_recipe():
 def test_quickstart_short_run_learns_and_writes_every_artifact(tmp_path,
                                                                capsys):
   """The quickstart's recipe, shortened to SHORT_STEPS steps: every
-  artifact, and AP above a floor the old recipe (SGD 0.02, anchors 16-128 px) stays under
-  at the same length (README: the full run's numbers)."""
+  artifact, and AP50 above a floor the old recipe (SGD 0.02, anchors 16-128
+  px) stays under at the same length (README: the full run's numbers)."""
   workdir = str(tmp_path / 'qs')
   summary = quickstart.run(workdir, train_images=SHORT_IMAGES,
                            steps=SHORT_STEPS, val_images=SHORT_VAL, verbose=0)
