@@ -225,3 +225,37 @@ def test_export_prints_one_line_per_stage(stub_module, tmp_path):
                   r'.*/model/\.tmp-1-[0-9a-f]{8}$', lines[1]), lines[1]
   assert re.match(r'export: written in [0-9.]+ s; renaming it to ', lines[2])
   assert lines[2].endswith(path) and os.path.exists(path)
+
+
+class _CountingFamily(conftest.StubFamily):
+  """Counts the model's traces (each Python call of `call_inference` is one)."""
+
+  def __init__(self):
+    self.traces = 0
+
+  def call_inference(self, model, images, image_info):
+    self.traces += 1
+    return super().call_inference(model, images, image_info)
+
+
+def test_three_signatures_trace_the_model_once(parser, tmp_path):
+  # The signatures share one traced model, and tf.saved_model.save does not
+  # trace it again in its save context (it re-traces every tf.function it
+  # finds among the module's attributes: the model once more per export).
+  family = _CountingFamily()
+  module = export.ServingModule(conftest.StubDetector(), family, parser,
+                                conftest.STUB_LABEL_MAP)
+  path = export.export_saved_model(module, str(tmp_path / 'model'))
+  assert family.traces == 1
+  loaded = tf.saved_model.load(path)
+  assert set(loaded.signatures) == {'serving_default', 'image_bytes',
+                                    'tf_example'}
+  served = loaded.signatures['image_bytes'](
+      inputs=tf.constant([conftest.encode(conftest.sample_image())]))
+  assert int(served['num_detections'][0]) == conftest.StubDetector.NUM_DETECTIONS
+  # The module's methods still serve eagerly (the same shared functions).
+  direct = module.inference_from_image_bytes(
+      tf.constant([conftest.encode(conftest.sample_image())]))
+  np.testing.assert_allclose(direct['detection_boxes'].numpy(),
+                             served['detection_boxes'].numpy(), atol=1e-5)
+  assert family.traces == 1

@@ -173,6 +173,20 @@ def paste_box_masks(masks: tf.Tensor, boxes: tf.Tensor, height: tf.Tensor,
   return pasted[..., 0]
 
 
+class _SharedFunctions:
+  """Plain holder of the serving module's `tf.function`s.
+
+  Neither trackable nor a `tf.function`: SavedModel's object-graph walk
+  (every attribute in `dir()` of each trackable) does not reach into it, so
+  `tf.saved_model.save` saves the signatures' concrete functions without
+  re-tracing the functions they came from.
+  """
+
+  def __init__(self, **functions: Any):
+    for name, function in functions.items():
+      setattr(self, name, function)
+
+
 class ServingModule(export_base.ExportModule):
   """A two-stage model with its preprocessing and postprocessing for serving.
 
@@ -236,12 +250,20 @@ class ServingModule(export_base.ExportModule):
         tf.TensorSpec(image_spec.shape, image_spec.dtype),
         tf.TensorSpec(info_spec.shape, info_spec.dtype))
     # One trace of the model shared by the three signatures (tracing a
-    # two-stage model dominates the export time).
-    self.serve_preprocessed = tf.function(
-        self._serve_preprocessed,
-        input_signature=[
-            tf.TensorSpec([None, *image_spec.shape], image_spec.dtype),
-            tf.TensorSpec([None, *info_spec.shape], info_spec.dtype)])
+    # two-stage model dominates the export time). The functions are held
+    # outside the module's attributes: tf.saved_model.save re-traces every
+    # traced tf.function attribute in its own save context (a new cache key),
+    # which traced the whole model a second time; the signatures carry
+    # their graphs anyway.
+    self._shared = _SharedFunctions(
+        serve_preprocessed=tf.function(
+            self._serve_preprocessed,
+            input_signature=[
+                tf.TensorSpec([None, *image_spec.shape], image_spec.dtype),
+                tf.TensorSpec([None, *info_spec.shape], info_spec.dtype)]),
+        inference_from_image_tensors=tf.function(self._from_image_tensors),
+        inference_from_image_bytes=tf.function(self._from_image_bytes),
+        inference_from_tf_example=tf.function(self._from_tf_example))
 
   @property
   def label_map(self) -> Dict[int, str]:
@@ -354,13 +376,14 @@ class ServingModule(export_base.ExportModule):
       The output dict described in the module docstring.
     """
     images, image_info = self._preprocess(images)
-    return self.serve_preprocessed(images, image_info)
+    return self._shared.serve_preprocessed(images, image_info)
 
   def _serve_preprocessed(self, images: tf.Tensor,
                           image_info: tf.Tensor) -> Dict[str, tf.Tensor]:
     """Runs the model and postprocessing on parser-preprocessed images.
 
-    Exposed as the `tf.function` `serve_preprocessed`.
+    Wrapped once in a `tf.function` (`_shared.serve_preprocessed`) that
+    every signature calls.
 
     Args:
       images: [B, padded_h, padded_w, 3] as `preprocess_image` returns them.
@@ -488,23 +511,35 @@ class ServingModule(export_base.ExportModule):
 
   # Signatures ---------------------------------------------------------------
 
-  @tf.function
+  # The three are `tf.function`s held in `self._shared` (see `__init__`);
+  # these methods call them.
+
   def inference_from_image_tensors(self,
                                    inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
-    return self.serve(self._to_rgb(inputs))
+    """`serving_default`: [B, H, W, C] uint8 images (C 1, 3 or 4)."""
+    return self._shared.inference_from_image_tensors(inputs)
 
-  @tf.function
   def inference_from_image_bytes(self,
                                  inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
-    images, image_info = self._preprocess_encoded(inputs, 'image_bytes')
-    return self.serve_preprocessed(images, image_info)
+    """`image_bytes`: [B] encoded JPEG / PNG / BMP / GIF strings."""
+    return self._shared.inference_from_image_bytes(inputs)
 
-  @tf.function
   def inference_from_tf_example(self,
                                 inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """`tf_example`: [B] serialized tf.train.Example strings."""
+    return self._shared.inference_from_tf_example(inputs)
+
+  def _from_image_tensors(self, inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return self.serve(self._to_rgb(inputs))
+
+  def _from_image_bytes(self, inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
+    images, image_info = self._preprocess_encoded(inputs, 'image_bytes')
+    return self._shared.serve_preprocessed(images, image_info)
+
+  def _from_tf_example(self, inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
     encoded = self._parse_examples(inputs)
     images, image_info = self._preprocess_encoded(encoded, 'tf_example')
-    return self.serve_preprocessed(images, image_info)
+    return self._shared.serve_preprocessed(images, image_info)
 
   def get_inference_signatures(
       self, function_keys: Optional[Mapping[str, str]] = None
@@ -521,12 +556,12 @@ class ServingModule(export_base.ExportModule):
     """
     function_keys = dict(function_keys or SIGNATURES)
     functions = {
-        'image_tensor': (self.inference_from_image_tensors,
+        'image_tensor': (self._shared.inference_from_image_tensors,
                          tf.TensorSpec([None, None, None, None], tf.uint8,
                                        name=INPUT_NAME)),
-        'image_bytes': (self.inference_from_image_bytes,
+        'image_bytes': (self._shared.inference_from_image_bytes,
                         tf.TensorSpec([None], tf.string, name=INPUT_NAME)),
-        'tf_example': (self.inference_from_tf_example,
+        'tf_example': (self._shared.inference_from_tf_example,
                        tf.TensorSpec([None], tf.string, name=INPUT_NAME)),
     }
     signatures = {}
