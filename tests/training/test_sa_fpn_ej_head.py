@@ -1,5 +1,5 @@
 """SA-FPN + EJ-Head: Table 2 parameter deltas, Enriched Feature, and the full
-model trained, exported and served."""
+cascade model exported and served (test_training.py trains it)."""
 
 import os
 
@@ -17,7 +17,6 @@ from tf_mtdet.serving import adapters
 from tf_mtdet.serving import exporter
 from tf_mtdet.serving import predict
 from tf_mtdet.training import evaluate
-from tf_mtdet.training import train
 
 CONFIGS = os.path.join(root.REPO_ROOT, 'configs', 'sa_fpn_ej_head')
 # The Table 2 configs, narrowed so they build in seconds; the deltas are the
@@ -105,13 +104,13 @@ def _mask_targets(model, images, labels, family, interleaving):
   return outputs['mask_targets'].numpy(), outputs['mask_class_targets'].numpy()
 
 
-def test_full_cascade_model_trains_exports_and_serves(shapes_records,
-                                                      tmp_path):
+def test_full_cascade_model_exports_and_serves(shapes_records, tmp_path):
   """SA-FPN + EJ-Head on a 3-stage Cascade Mask R-CNN (the paper's Table 6
-  row): trains, Interleaving changes the mask targets, and the served
-  SavedModel returns the checkpoint-restored Keras model's detections."""
+  row): Interleaving changes the mask targets, and the served SavedModel
+  returns the checkpoint-restored Keras model's detections. The same model
+  trains on 2 replicas with SyncBN in test_training.py (tracing its training
+  step a second time here would add minutes and check nothing more)."""
   overrides = conftest.tiny_overrides(shapes_records, **{
-      'schedule.total_steps': 24, 'schedule.steps_per_epoch': 8,
       'model.two_stage.decoder.type': 'sa_fpn',
       'model.two_stage.decoder.sa_fpn.num_filters': 64,
       'model.two_stage.roi_sampler.cascade_iou_thresholds': '[0.6, 0.7]',
@@ -120,15 +119,12 @@ def test_full_cascade_model_trains_exports_and_serves(shapes_records,
       'model.two_stage.ej_head.interleaving': 'true',
       'model.two_stage.ej_head.enriched_feature': 'true',
       'model.two_stage.ej_head.boundary_refinement': 'residual',
-      # Every box is returned, so a 30-step model has detections to compare.
+      # Every box is returned, so the random model has detections to compare.
       'model.two_stage.detection_generator.pre_nms_score_threshold': '0.0',
       'runtime.strategy': 'one_device'})
   config = experiment.load_config(conftest.TINY_CONFIG, overrides)
   model_dir = str(tmp_path / 'model')
-  result = train.train(config, model_dir, verbose=0)
-  losses = result['history']['total_loss']
-  assert len(losses) == 3 and all(np.isfinite(losses))
-  assert losses[-1] < losses[0]
+  conftest.write_untrained_checkpoint(config, model_dir)
 
   family = families.get(config)
   model, _ = evaluate.load_model(config, model_dir, family)
@@ -156,7 +152,7 @@ def test_full_cascade_model_trains_exports_and_serves(shapes_records,
   # Class-agnostic cascade boxes come back once per class, often with tied
   # scores: match detections one to one instead of by rank. Graph and eager
   # numerics differ in the last bits, which can flip an NMS tie between two
-  # near-identical low-score boxes of this barely trained model: the top
+  # near-identical low-score boxes of this random model: the top
   # detections must all match, and nearly all of the rest.
   boxes = np.clip(ref['detection_boxes'][0, :n].numpy() /
                   np.tile(info.numpy()[2], 2), 0, np.tile(info.numpy()[0], 2))
