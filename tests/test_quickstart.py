@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from tf_mtdet import cli
 from tf_mtdet import quickstart
@@ -35,6 +36,26 @@ def test_quickstart_default_config_is_the_quickstart_recipe():
   args = cli.build_parser().parse_args(['quickstart', '--workdir', 'w'])
   assert args.config == quickstart.DEFAULT_CONFIG
   assert args.steps is None and args.train_images is None
+
+
+@pytest.mark.parametrize('quickstart_config, tiny_config', [
+    ('datnet/datnet_quickstart_shapes', 'datnet/datnet_tiny_shapes'),
+    ('comask/comask_quickstart_shapes', 'comask/comask_tiny_shapes'),
+])
+def test_two_stage_family_quickstarts_are_their_tiny_model_with_the_recipe(
+    quickstart_config, tiny_config):
+  config = experiment.load_config(zoo.resolve(quickstart_config))
+  tiny = experiment.load_config(zoo.resolve(tiny_config))
+  default = experiment.load_config(zoo.resolve(quickstart.DEFAULT_CONFIG))
+  changed = {'anchor', 'mask_sampler'}
+  model, tiny_model = config.model.two_stage.as_dict(), tiny.model.two_stage.as_dict()
+  assert {k: v for k, v in model.items() if k not in changed} == {
+      k: v for k, v in tiny_model.items() if k not in changed}
+  for key in changed:  # the Mask R-CNN recipe's values
+    assert model[key] == default.model.two_stage.as_dict()[key], key
+  assert config.schedule.as_dict() == default.schedule.as_dict()
+  assert (config.train_data.parser.as_dict() ==
+          dict(tiny.train_data.parser.as_dict(), output_size=[128, 160]))
 
 
 def test_quickstart_short_run_learns_and_writes_every_artifact(tmp_path,
