@@ -58,6 +58,20 @@ def test_two_stage_family_quickstarts_are_their_tiny_model_with_the_recipe(
           dict(tiny.train_data.parser.as_dict(), output_size=[128, 160]))
 
 
+def test_retinanet_quickstart_is_the_tiny_model_with_adam_and_its_anchors():
+  config = experiment.load_config(
+      zoo.resolve('retinanet/retinanet_quickstart_shapes'))
+  tiny = experiment.load_config(zoo.resolve('retinanet/retinanet_tiny_shapes'))
+  model, tiny_model = (config.model.single_shot.as_dict(),
+                       tiny.model.single_shot.as_dict())
+  assert model.pop('anchor')['anchor_size'] == 2.0
+  tiny_model.pop('anchor')
+  assert model == tiny_model
+  assert config.train_data.as_dict() == tiny.train_data.as_dict()
+  assert (config.schedule.optimizer, config.schedule.total_steps) == ('adam',
+                                                                     600)
+
+
 def test_quickstart_short_run_learns_and_writes_every_artifact(tmp_path,
                                                                capsys):
   """The quickstart's recipe, shortened to SHORT_STEPS steps: every

@@ -153,6 +153,7 @@ TABLE_ROWS = {
     'datnet_heavy_x101_32x8d_fpn_mst_2x_coco.yaml': (
         *HEAVY, 'resnext', 24, True, [], True),
     'datnet_tiny_shapes.yaml': (*LIGHT, 'resnet', 12, False, [], True),
+    'datnet_quickstart_shapes.yaml': (*LIGHT, 'resnet', 12, False, [], True),
 }
 
 
