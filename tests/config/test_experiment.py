@@ -1,6 +1,7 @@
 """The experiment config: one-of families, num_classes from the label map."""
 
 import json
+import re
 
 import pytest
 
@@ -95,3 +96,30 @@ def test_three_file_base_chain_and_a_circular_one(tmp_path):
   with pytest.raises(ValueError, match=r'a\.yaml: circular "base" chain') as e:
     experiment.load_config(str(tmp_path / 'a.yaml'))
   assert 'b.yaml' in str(e.value) and 'c.yaml' in str(e.value)
+
+
+def test_a_part_reading_a_level_the_pyramid_lacks_is_named():
+  """A dense head or a multi-scale pooler reading past max_level is a config
+  error naming the field (it used to be a KeyError '5' inside the model)."""
+  base = ['model.two_stage.num_classes=3', 'model.two_stage.max_level=4']
+  with pytest.raises(ValueError, match=re.escape(
+      'model.two_stage.dense_aux_heads[0].semantic.levels is [2, 5], outside '
+      "the pyramid's levels [2, 4]")):
+    experiment.load_config(None, base + [
+        'model.two_stage.dense_aux_heads=[{type: semantic}]'])
+  with pytest.raises(ValueError, match=re.escape(
+      'model.two_stage.roi_aligner.multi_scale_levels is [2, 5]')):
+    experiment.load_config(None, base + [
+        'model.two_stage.roi_aligner.type=multi_scale_attention'])
+  with pytest.raises(ValueError, match=re.escape(
+      'distance_transform.levels is [4, 3]: expected [first level, last')):
+    experiment.load_config(None, [
+        'model.two_stage.num_classes=3',
+        'model.two_stage.dense_aux_heads=[{type: distance_transform, '
+        'distance_transform: {levels: [4, 3]}}]'])
+  # Within the pyramid, and a level-assigned pooler (no levels): fine.
+  config = experiment.load_config(None, base + [
+      'model.two_stage.dense_aux_heads=[{type: semantic, semantic: '
+      '{levels: [2, 4]}}]', 'model.two_stage.mask_roi_aligner.'
+      'multi_scale_levels=[2, 6]'])
+  assert config.family_model.dense_aux_heads[0].semantic.levels == [2, 4]

@@ -105,6 +105,28 @@ def test_fit_logs_coco_ap_in_history(annotation_file, capsys):
   assert 'Epoch 2 evaluation' in out
 
 
+def test_summaries_are_written_at_steps_tensorboard_does_not_log(
+    annotation_file, tmp_path):
+  """Keras' TensorBoard callback (update_freq 5) keeps summaries off except
+  at multiples of 5 while fit runs; the evaluations at steps 2 and 4 must
+  still reach TensorBoard."""
+  model = OracleDetector()
+  model.compile(optimizer=tf_keras.optimizers.SGD(0.1))
+  dataset = detection_dataset()
+  callback = callbacks.EvaluationCallback(
+      coco.COCOEvaluator(annotation_file), dataset, verbose=0,
+      summary_dir=str(tmp_path / 'evaluation'))
+  model.fit(features_only(dataset), epochs=2, verbose=0, callbacks=[
+      tf_keras.callbacks.TensorBoard(str(tmp_path), update_freq=5),
+      callback])
+  steps = {}
+  for path in tf.io.gfile.glob(str(tmp_path / 'evaluation' / 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        steps.setdefault(value.tag, []).append(event.step)
+  assert steps['AP'] == [2, 4] and steps['AP50'] == [2, 4]
+
+
 def test_every_n_epochs_and_custom_predict_fn(annotation_file):
   dataset = detection_dataset(batch_size=3)
   calls = []

@@ -21,7 +21,8 @@ def test_tiny_comask_trains_on_two_replicas_evaluates_exports_and_serves(
   overrides = conftest.tiny_overrides(shapes_records, **{
       'schedule.total_steps': 9, 'schedule.steps_per_epoch': 3,
       'train_data.global_batch_size': 4,
-      'model.two_stage.norm_activation.use_sync_bn': 'true'})
+      'model.two_stage.norm_activation.use_sync_bn': 'true',
+      **conftest.LEAN_TWO_STAGE})
   image = os.path.join(os.path.dirname(shapes_records), 'shapes_val',
                        'images', 'shapes_000000.jpg')
   code = textwrap.dedent(f"""

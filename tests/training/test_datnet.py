@@ -35,14 +35,18 @@ def test_tiny_datnet_trains_on_two_replicas_evaluates_exports_serves(
   # The heads' 1x1 classifiers start near uniform (stddev 0.01) and the focal
   # loss is flat there: weight 1 (not the paper's 0.25) and a 1-step warmup
   # make 12 steps enough to see both losses fall.
+  # Levels 2-4: the lean pyramid (conftest.LEAN_TWO_STAGE).
   heads = ('[{type: distance_transform, distance_transform: {num_filters: 64, '
-           'loss_weight: 1.0}}, {type: semantic, semantic: {num_filters: 64, '
-           'loss: focal, loss_weight: 1.0}}]')
+           'loss_weight: 1.0, levels: [2, 4]}}, {type: semantic, semantic: '
+           '{num_filters: 64, loss: focal, loss_weight: 1.0, levels: [2, 4]}}]')
   overrides = conftest.tiny_overrides(shapes_records, **{
       'schedule.total_steps': 12, 'schedule.steps_per_epoch': 4,
       'schedule.warmup_steps': 1, 'train_data.global_batch_size': 4,
       'model.two_stage.dense_aux_heads': heads,
-      'model.two_stage.norm_activation.use_sync_bn': 'true'})
+      'model.two_stage.norm_activation.use_sync_bn': 'true',
+      'model.two_stage.roi_aligner.multi_scale_levels': '[2, 4]',
+      'model.two_stage.mask_roi_aligner.multi_scale_levels': '[2, 4]',
+      **conftest.LEAN_TWO_STAGE})
   model_dir = str(tmp_path / 'model')
   code = _SETUP + textwrap.dedent(f"""
       config = experiment.load_config({TINY!r}, {overrides!r})

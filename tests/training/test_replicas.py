@@ -29,8 +29,9 @@ def test_each_replica_trains_masks_on_its_own_ground_truth():
                    'model.two_stage.ej_head.interleaving=true',
                    'model.two_stage.roi_sampler.cascade_iou_thresholds=[0.6]',
                    'model.two_stage.detection_head.class_agnostic_bbox_pred=true',
-                   'model.two_stage.dense_aux_heads=[{{type: semantic, semantic: {{num_filters: 64}}}}]',
-                   'model.two_stage.feature_fusion.type=sum']
+                   'model.two_stage.dense_aux_heads=[{{type: semantic, semantic: {{num_filters: 64, levels: [2, 4]}}}}]',
+                   'model.two_stage.feature_fusion.type=sum'] + [
+                       f'{{k}}={{v}}' for k, v in {conftest.LEAN_TWO_STAGE!r}.items()]
       config = experiment.load_config({conftest.TINY_CONFIG!r}, overrides)
       strategy = tf.distribute.MirroredStrategy()
       assert strategy.num_replicas_in_sync == 2

@@ -24,8 +24,8 @@ def test_fit_mirrored_two_cpu_replicas_paper_settings_loss_falls(
   head's own loss reported, each epoch line showing the headline metrics
   only, and TensorBoard's evaluation run keeping every metric."""
   overrides = conftest.tiny_overrides(
-      shapes_records, **{'schedule.total_steps': 15,
-                         'schedule.steps_per_epoch': 5,
+      shapes_records, **{'schedule.total_steps': 9,
+                         'schedule.steps_per_epoch': 3,
                          'train_data.global_batch_size': 4,
                          'runtime.eval_every_n_epochs': 1,
                          'model.two_stage.norm_activation.use_sync_bn': 'true',
@@ -38,12 +38,14 @@ def test_fit_mirrored_two_cpu_replicas_paper_settings_loss_falls(
                          'model.two_stage.detection_head.'
                          'cascade_class_ensemble': 'true',
                          'model.two_stage.dense_aux_heads':
-                             '[{type: semantic, semantic: {num_filters: 64}}]',
+                             ('[{type: semantic, semantic: {num_filters: 64, '
+                              'levels: [2, 4]}}]'),
                          'model.two_stage.feature_fusion.type': 'sum',
                          'model.two_stage.roi_sampler.cascade_iou_thresholds':
                              '[0.6, 0.7]',
                          'model.two_stage.detection_head.'
-                         'class_agnostic_bbox_pred': 'true'})
+                         'class_agnostic_bbox_pred': 'true',
+                         **conftest.LEAN_TWO_STAGE})
   model_dir = str(tmp_path / 'model')
   code = textwrap.dedent(f"""
       import json, tensorflow as tf
@@ -85,7 +87,7 @@ def test_fit_mirrored_two_cpu_replicas_paper_settings_loss_falls(
       for value in event.summary.value:
         tags.setdefault(value.tag, []).append(event.step)
   for tag in ('AP', 'APs', 'AP75', 'ARmax100', 'mask_AP', 'mask_APl'):
-    assert tags.get(tag) == [5, 10, 15], (tag, sorted(tags))
+    assert tags.get(tag) == [3, 6, 9], (tag, sorted(tags))
 
 
 def test_strategy_names_and_chief():

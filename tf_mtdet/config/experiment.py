@@ -141,6 +141,9 @@ class ExperimentConfig(hyperparams.Config):
     from tf_mtdet.training import schedules  # pylint: disable=g-import-not-at-top
     schedules.validate_schedule(self.schedule,
                                 self.train_data.global_batch_size)
+    check_levels = getattr(self.family_model, 'check_levels', None)
+    if check_levels:
+      check_levels(f'model.{self.model.type}')
 
 
 def _load_yaml_with_bases(path: str, seen: Sequence[str] = ()) -> dict:

@@ -344,3 +344,27 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
   roi_trunk: RoITrunk = dataclasses.field(default_factory=RoITrunk)
   roi_box_refiner: RoIBoxRefiner = dataclasses.field(
       default_factory=RoIBoxRefiner)
+
+  def check_levels(self, prefix: str) -> None:
+    """Raises ValueError naming a part that reads a level the pyramid lacks.
+
+    Args:
+      prefix: The config path of this model, e.g. 'model.two_stage'.
+    """
+    reads = [(f'dense_aux_heads[{i}].{head.type}.levels',
+              head.get().levels)
+             for i, head in enumerate(self.dense_aux_heads) if head.type]
+    for name in ('roi_aligner', 'mask_roi_aligner'):
+      pooler = getattr(self, name)
+      if pooler.type == 'multi_scale_attention':
+        reads.append((f'{name}.multi_scale_levels',
+                      pooler.multi_scale_levels))
+    for field, levels in reads:
+      if len(levels) != 2 or levels[0] > levels[1]:
+        raise ValueError(f'{prefix}.{field} is {list(levels)}: expected '
+                         '[first level, last level]')
+      if levels[0] < self.min_level or levels[1] > self.max_level:
+        raise ValueError(
+            f'{prefix}.{field} is {list(levels)}, outside the pyramid\'s '
+            f'levels [{self.min_level}, {self.max_level}] (min_level, '
+            'max_level)')

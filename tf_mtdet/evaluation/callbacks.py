@@ -173,7 +173,10 @@ class EvaluationCallback(tf_keras.callbacks.Callback):
       self._writer = tf.summary.create_file_writer(self._summary_dir)
     step = (int(self.model.optimizer.iterations.numpy())
             if getattr(self.model, 'optimizer', None) is not None else 0)
-    with self._writer.as_default():
+    # Keras' TensorBoard callback keeps `record_if(step % update_freq == 0)`
+    # on through training: without this, an evaluation at any other step
+    # would write nothing.
+    with self._writer.as_default(), tf.summary.record_if(True):
       for name, value in metrics.items():
         tf.summary.scalar(name, value, step=step)
     self._writer.flush()
