@@ -121,7 +121,7 @@ def test_full_cascade_model_exports_and_serves(shapes_records, tmp_path):
       'model.two_stage.ej_head.boundary_refinement': 'residual',
       # Every box is returned, so the random model has detections to compare.
       'model.two_stage.detection_generator.pre_nms_score_threshold': '0.0',
-      'runtime.strategy': 'one_device'})
+      'runtime.strategy': 'one_device', **conftest.LEAN_TWO_STAGE})
   config = experiment.load_config(conftest.TINY_CONFIG, overrides)
   model_dir = str(tmp_path / 'model')
   conftest.write_untrained_checkpoint(config, model_dir)

@@ -55,7 +55,8 @@ def test_evaluate_and_export_cli(shapes_records, tmp_path, capsys):
   """evaluate prints what pycocotools' COCOeval computes from the results
   JSON it writes; export writes versioned SavedModels with the signatures."""
   model_dir = str(tmp_path / 'model')
-  overrides = conftest.tiny_overrides(shapes_records)
+  overrides = conftest.tiny_overrides(shapes_records,
+                                      **conftest.LEAN_TWO_STAGE)
   sets = sum([['--set', o] for o in overrides], [])
   # What evaluate and export read, without a training graph to trace.
   conftest.write_untrained_checkpoint(
