@@ -69,7 +69,7 @@ def test_retinanet_quickstart_is_the_tiny_model_with_adam_and_its_anchors():
   assert model == tiny_model
   assert config.train_data.as_dict() == tiny.train_data.as_dict()
   assert (config.schedule.optimizer, config.schedule.total_steps) == ('adam',
-                                                                     600)
+                                                                     1000)
 
 
 def test_quickstart_short_run_learns_and_writes_every_artifact(tmp_path,
