@@ -351,9 +351,11 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
     Args:
       prefix: The config path of this model, e.g. 'model.two_stage'.
     """
+    # A registered head without `levels` reads no fixed range.
     reads = [(f'dense_aux_heads[{i}].{head.type}.levels',
-              head.get().levels)
+              getattr(head.get(), 'levels', None))
              for i, head in enumerate(self.dense_aux_heads) if head.type]
+    reads = [(field, levels) for field, levels in reads if levels is not None]
     for name in ('roi_aligner', 'mask_roi_aligner'):
       pooler = getattr(self, name)
       if pooler.type == 'multi_scale_attention':
