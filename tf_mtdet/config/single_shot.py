@@ -15,6 +15,7 @@ from official.vision.configs import backbones
 from official.vision.configs import decoders
 from official.vision.configs import retinanet as retinanet_cfg
 
+from tf_mtdet.config import backbones as tf_mtdet_backbones
 from tf_mtdet.config import two_stage
 
 
@@ -37,30 +38,23 @@ class FocalLoss(hyperparams.Config):
 
 
 @dataclasses.dataclass
-class SSDResNet(hyperparams.Config):
-  """ResNet cut after conv4_x plus SSD extra levels (BlitzNet's ResNet SSD).
+class ExtraLevels(hyperparams.Config):
+  """SSD levels after the backbone's coarsest level (BlitzNet's ResNet SSD
+  extra blocks), a sub-module of their own (`ssd_extra_levels.py`).
 
   Attributes:
-    model_id: ResNet depth (Model Garden's `RESNET_SPECS`).
-    depth_multiplier: Width multiplier of the ResNet part.
-    num_extra_levels: Levels after conv4_x (4 at 300: 10/5/3/1; 5 at 512:
-      16/8/4/2/1).
-    extra_filters: Bottleneck width of the extra levels (outputs 4x that).
-    extra_blocks: Bottleneck units per extra level (the first has stride 2).
-    global_pool_last: The last extra level is a global average pool (1x1).
+    num_levels: Levels of bottleneck units (0: none; IvaNet: 2 at 300 after
+      conv5_x's 10x10: 5/3; 3 at 512: 8/4/2).
+    filters: Bottleneck width, outputs 4x that (BlitzNet: 512 -> 2048).
+    blocks: Bottleneck units per level, the first with stride 2 (BlitzNet:
+      2).
+    global_pool_level: One more level, the global average of the last
+      (BlitzNet's `pool6`, 1x1).
   """
-  model_id: int = 50
-  depth_multiplier: float = 1.0
-  num_extra_levels: int = 4
-  extra_filters: int = 128
-  extra_blocks: int = 2
-  global_pool_last: bool = True
-
-
-@dataclasses.dataclass
-class Backbone(backbones.Backbone):
-  """Model Garden's backbones plus 'ssd_resnet'."""
-  ssd_resnet: SSDResNet = dataclasses.field(default_factory=SSDResNet)
+  num_levels: int = 0
+  filters: int = 512
+  blocks: int = 2
+  global_pool_level: bool = True
 
 
 @dataclasses.dataclass
@@ -181,6 +175,9 @@ class SingleShotModel(retinanet_cfg.RetinaNet):
   Attributes:
     num_classes: Classes including background (id 0, never predicted); 0
       takes `num_classes` from `train_data.label_map`.
+    backbone: The pretrained trunk, from Model Garden's backbone registry
+      (levels min_level .. max_level minus the extra levels).
+    extra_levels: SSD levels built after the backbone's coarsest one.
     decoder: The neck, from Model Garden's decoder registry.
     head: The dense head with its loss.
     anchor_targets: Anchor labelling in the parser.
@@ -196,9 +193,10 @@ class SingleShotModel(retinanet_cfg.RetinaNet):
       default_factory=lambda: [None, None, 3])
   decoder: Neck = dataclasses.field(
       default_factory=lambda: Neck(type='fpn', fpn=decoders.FPN()))
-  backbone: Backbone = dataclasses.field(
-      default_factory=lambda: Backbone(
+  backbone: tf_mtdet_backbones.Backbone = dataclasses.field(
+      default_factory=lambda: tf_mtdet_backbones.Backbone(
           type='resnet', resnet=backbones.ResNet(model_id=50)))
+  extra_levels: ExtraLevels = dataclasses.field(default_factory=ExtraLevels)
   head: DenseHead = dataclasses.field(default_factory=DenseHead)
   anchor_targets: AnchorTargets = dataclasses.field(
       default_factory=AnchorTargets)

@@ -26,6 +26,7 @@ from tf_mtdet.modeling import necks  # noqa: F401  # registers the necks
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling import standard_parts  # noqa: F401  # registers parts
 from tf_mtdet.modeling import single_shot
+from tf_mtdet.modeling import ssd_extra_levels
 from tf_mtdet.modeling import two_stage
 from tf_mtdet.modeling.poolers import multi_scale_attention  # noqa: F401
 from tf_mtdet.modeling.heads import joint_head
@@ -183,12 +184,19 @@ def build_ssd_model(config: single_shot_config.SingleShotModel,
                     input_specs: tf_keras.layers.InputSpec,
                     regularizer: Optional[tf_keras.regularizers.Regularizer]
                     ) -> single_shot.SingleShotModel:
-  """IvaNet-style model: registered trunk, neck, dense head ('' for none)
-  and segmentation head (`seg_head.type`, None for none)."""
+  """IvaNet-style model: registered backbone, SSD extra levels (none
+  with `extra_levels.num_levels` 0), neck, dense head ('' for none) and
+  segmentation head (`seg_head.type`, None for none)."""
   backbone = backbone_factory.build_backbone(
       input_specs, config.backbone, config.norm_activation, regularizer)
-  decoder = decoder_factory.build_decoder(backbone.output_specs, config,
-                                          regularizer)
+  extra_levels = ssd_extra_levels.build_ssd_extra_levels(
+      backbone.output_specs, config, regularizer)
+  top = config.max_level - ssd_extra_levels.num_levels(config)
+  trunk_specs = {str(l): backbone.output_specs[str(l)]
+                 for l in range(config.min_level, top + 1)}
+  if extra_levels is not None:
+    trunk_specs.update(extra_levels.output_specs)
+  decoder = decoder_factory.build_decoder(trunk_specs, config, regularizer)
   head = (registry.build('dense_head', config.head.type, config, regularizer)
           if config.head.type else None)
   seg_head = (registry.build('dense_aux_head', config.seg_head.type,
@@ -197,7 +205,8 @@ def build_ssd_model(config: single_shot_config.SingleShotModel,
   gen = config.ssd_detection_generator
   return single_shot.SingleShotModel(
       backbone=backbone, decoder=decoder, num_classes=config.num_classes,
-      head=head, seg_head=seg_head,
+      min_level=config.min_level, max_level=config.max_level,
+      extra_levels=extra_levels, head=head, seg_head=seg_head,
       detection_generator=detection_generator.DetectionGenerator(
           pre_nms_top_k=gen.pre_nms_top_k,
           pre_nms_score_threshold=gen.pre_nms_score_threshold,

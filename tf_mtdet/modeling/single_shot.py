@@ -1,6 +1,6 @@
 """The single-shot model with registered parts (IvaNet and its ablations).
 
-trunk -> neck (or none) -> dense head (or none) and segmentation head (or
+backbone (+ SSD extra levels) -> neck (or none) -> dense head (or none) and segmentation head (or
 none). Training returns the heads' raw outputs (the losses read them);
 inference decodes the dense head on the SSD priors with softmax scores and
 per-class NMS (Model Garden's `DetectionGenerator`) and adds the semantic
@@ -19,7 +19,7 @@ from tf_mtdet.modeling import ssd_anchors
 
 
 class SingleShotModel(tf_keras.Model):
-  """Backbone -> neck -> dense head + segmentation head.
+  """Backbone (+ extra levels) -> neck -> dense head + segmentation head.
 
   Outputs (training): `cls_outputs` / `box_outputs` {level: [B, H_l, W_l,
   A_l * (C | 4)]} with a dense head, `semantic/logits` [B, h, w, K] with a
@@ -32,6 +32,9 @@ class SingleShotModel(tf_keras.Model):
                backbone: tf_keras.Model,
                decoder: Optional[tf_keras.Model],
                num_classes: int,
+               min_level: int = 3,
+               max_level: int = 8,
+               extra_levels: Optional[tf_keras.Model] = None,
                head: Optional[tf_keras.layers.Layer] = None,
                seg_head: Optional[tf_keras.layers.Layer] = None,
                detection_generator: Optional[
@@ -42,9 +45,15 @@ class SingleShotModel(tf_keras.Model):
     """Initializes the model.
 
     Args:
-      backbone: {level: features} trunk.
+      backbone: {level: features} pretrained trunk; its levels from
+        `min_level` up to the one below the extra levels are used.
       decoder: Neck, or None (features go straight to the heads).
       num_classes: Classes including background.
+      min_level: Finest level used.
+      max_level: Coarsest level (of the extra levels when there are some).
+      extra_levels: Levels continuing from the backbone's coarsest used
+        level (`SSDExtraLevels`), or None. A separate attribute, so
+        `backbone` stays the pretrained network's object graph.
       head: Dense detection head ('ssd'), or None.
       seg_head: Segmentation head returning {'logits'}, or None.
       detection_generator: Inference decoding and NMS (with `head`).
@@ -57,11 +66,14 @@ class SingleShotModel(tf_keras.Model):
       raise ValueError('a single-shot model needs a dense head, a '
                        'segmentation head or both')
     self.backbone = backbone
+    self.extra_levels = extra_levels
     self.decoder = decoder
     self.head = head
     self.seg_head = seg_head
     self.detection_generator = detection_generator
     self._num_classes = num_classes
+    self._min_level = min_level
+    self._max_level = max_level
     self._anchor_config = anchor_config
     self._weights = [1.0 / float(v) for v in variances]
 
@@ -74,6 +86,20 @@ class SingleShotModel(tf_keras.Model):
     return ssd_anchors.flatten(
         ssd_anchors.multilevel_anchors(self._anchor_config, sizes, image_size),
         4)
+
+  def trunk_features(self, images: tf.Tensor, training: Optional[bool] = None
+                     ) -> dict[str, tf.Tensor]:
+    """{level: [B, H_l, W_l, C_l]}: the backbone's levels from `min_level`,
+    then the extra levels computed from the last of them."""
+    backbone = self.backbone(images, training=training)
+    top = (self.extra_levels.input_level if self.extra_levels is not None else
+           self._max_level)
+    features = {str(l): backbone[str(l)]
+                for l in range(self._min_level, top + 1)}
+    if self.extra_levels is not None:
+      features.update(self.extra_levels(features[str(top)],
+                                        training=training))
+    return features
 
   def call(self, images: tf.Tensor, image_shape: Optional[tf.Tensor] = None,
            anchor_boxes: Any = None, training: Optional[bool] = None
@@ -90,7 +116,7 @@ class SingleShotModel(tf_keras.Model):
       See the class docstring.
     """
     del anchor_boxes
-    features = self.backbone(images, training=training)
+    features = self.trunk_features(images, training=training)
     if self.decoder is not None:
       features = self.decoder(features, training=training)
     outputs = {}

@@ -5,4 +5,3 @@ Importing this package registers them next to Model Garden's own ('resnet',
 """
 
 from tf_mtdet.modeling.backbones import resnext  # noqa: F401
-from tf_mtdet.modeling.backbones import ssd_resnet  # noqa: F401

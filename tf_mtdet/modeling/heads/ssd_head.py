@@ -14,7 +14,7 @@ from tf_mtdet.data.targets import ssd_matching
 from tf_mtdet.losses import ssd as ssd_losses
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling import ssd_anchors
-from tf_mtdet.modeling.backbones import ssd_resnet
+from tf_mtdet.modeling import ssd_extra_levels
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
@@ -75,20 +75,14 @@ class SSDHead(tf_keras.layers.Layer):
 
 def model_feature_sizes(config):
   """[H, W] input -> {level: (H_l, W_l)} of a single-shot config's pyramid
-  (the 'ssd_resnet' trunk's sizes, the neck keeps them)."""
-  if config.backbone.type != 'ssd_resnet':
-    raise ValueError("the 'ssd' dense head needs the 'ssd_resnet' backbone "
-                     f'(its level sizes), got {config.backbone.type!r}')
-  trunk = config.backbone.ssd_resnet
-  expected = config.max_level - config.min_level + 1
-  if config.min_level != 3 or expected != 2 + trunk.num_extra_levels:
-    raise ValueError(
-        f'min_level/max_level {config.min_level}/{config.max_level} do not '
-        f'match ssd_resnet levels 3..{4 + trunk.num_extra_levels}')
+  (backbone levels and extra levels, each a stride-2 step rounding up; the
+  neck keeps the sizes)."""
 
   def sizes(image_size):
-    return {str(3 + i): s for i, s in enumerate(ssd_resnet.feature_sizes(
-        image_size, trunk.num_extra_levels, trunk.global_pool_last))}
+    return ssd_extra_levels.feature_sizes(
+        image_size, config.min_level, config.max_level,
+        bool(config.extra_levels.num_levels) and
+        config.extra_levels.global_pool_level)
 
   return sizes
 
