@@ -8,15 +8,17 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from official.vision.modeling.backbones import factory as backbone_factory
+from official.vision.modeling.backbones import resnet as mg_resnet
 from official.vision.modeling.layers import nn_blocks
 
+from tf_mtdet import families
+from tf_mtdet.config import experiment
 from tf_mtdet.config import single_shot as single_shot_config
 from tf_mtdet.data.targets import ssd_matching
 from tf_mtdet.losses import ssd as ssd_losses
 from tf_mtdet.modeling import factory  # noqa: F401  # registers the parts
 from tf_mtdet.modeling import ssd_anchors
-from tf_mtdet.modeling.backbones import ssd_resnet
+from tf_mtdet.modeling import ssd_extra_levels
 from tf_mtdet.modeling.heads import pcm_head
 from tf_mtdet.modeling.necks import local_top_down
 
@@ -31,32 +33,43 @@ VOC512 = dict(min_sizes=[35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8],
               steps=[8., 16., 32., 64., 128., 256., 512.])
 
 
-@pytest.mark.parametrize('size,extra,expected', [
-    (300, 4, [38, 19, 10, 5, 3, 1]),
-    (512, 5, [64, 32, 16, 8, 4, 2, 1])])
-def test_trunk_levels_at_300_and_512(size, extra, expected):
-  """ResNet-50 cut after conv4_x + SSD extras through the backbone registry
+@pytest.mark.parametrize('name,size,expected,extra_levels', [
+    ('ivanet_r50_300_voc', 300, [38, 19, 10, 5, 3, 1], 2),
+    ('ivanet_r50_512_voc', 512, [64, 32, 16, 8, 4, 2, 1], 3)])
+def test_trunk_is_resnet50_through_conv5_x_then_blitznet_extras(
+    name, size, expected, extra_levels):
+  """The shipped configs' trunk: Model Garden's whole ResNet-50 (levels 3-5
+  = conv3_x..conv5_x), then the extra levels in their own sub-module
   (narrowed for speed: the widths do not change the sizes)."""
-  config = single_shot_config.Backbone(
-      type='ssd_resnet', ssd_resnet=single_shot_config.SSDResNet(
-          model_id=50, depth_multiplier=0.25, num_extra_levels=extra,
-          extra_filters=8, extra_blocks=1))
-  trunk = backbone_factory.build_backbone(
-      tf_keras.layers.InputSpec(shape=[None, size, size, 3]), config,
-      single_shot_config.SingleShotModel().norm_activation)
-  assert isinstance(trunk, ssd_resnet.SSDResNet)
-  out = trunk(tf.zeros([1, size, size, 3]))
+  config = experiment.load_config(f'ivanet/{name}', [
+      'train_data.label_map=',
+      'model.single_shot.backbone.resnet.depth_multiplier=0.125'])
+  model_cfg = config.model.single_shot
+  # BlitzNet's extra blocks: 2 bottleneck units of 512 (outputs 2048).
+  extra = model_cfg.extra_levels
+  assert (extra.num_levels, extra.filters, extra.blocks,
+          extra.global_pool_level) == (extra_levels, 512, 2, True)
+  model_cfg.extra_levels.filters = 8
+  model = families.get(config).build_model()
+  assert isinstance(model.backbone, mg_resnet.ResNet)
+  assert isinstance(model.extra_levels, ssd_extra_levels.SSDExtraLevels)
+  features = model.trunk_features(tf.zeros([1, size, size, 3]))
   levels = [str(l) for l in range(3, 3 + len(expected))]
-  assert sorted(out, key=int) == levels
-  assert [out[l].shape[1] for l in levels] == expected
-  assert [out[l].shape[2] for l in levels] == expected
-  # conv3_x / conv4_x bottleneck widths (x0.25), extras 4 x extra_filters.
-  assert [out[l].shape[3] for l in levels[:3]] == [128, 256, 32]
-  assert [s[0] for s in ssd_resnet.feature_sizes([size, size], extra)] == expected
-  # Cut after conv4_x: ResNet-50's 3 + 4 + 6 bottleneck units, no conv5_x.
-  units = [l for l in trunk.layers if isinstance(l, nn_blocks.BottleneckBlock)
-           and not l.name.startswith('extra_')]
-  assert len(units) == 13
+  assert sorted(features, key=int) == levels
+  assert [features[l].shape[1] for l in levels] == expected
+  assert [s for s, _ in ssd_extra_levels.feature_sizes(
+      [size, size], 3, 2 + len(expected), True).values()] == expected
+  # conv3_x / conv4_x / conv5_x bottleneck outputs (x0.125), extras 4 x 8.
+  assert [features[l].shape[3] for l in levels] == (
+      [64, 128, 256] + [32] * (len(expected) - 3))
+  # conv2_x..conv5_x: ResNet-50's 3 + 4 + 6 + 3 bottleneck units, all in
+  # the backbone; the extras are 2 units per level, outside it.
+  units = lambda m: [l for l in m.layers
+                     if isinstance(l, nn_blocks.BottleneckBlock)]
+  assert len(units(model.backbone)) == 16
+  assert len(units(model.extra_levels)) == 2 * extra_levels
+  assert not any(l.name.startswith('extra_')
+                 for l in model.backbone.layers)
 
 
 def _ltd_inputs(sizes=(10, 5, 3, 2, 1), channels=8, seed=0):

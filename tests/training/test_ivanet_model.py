@@ -13,8 +13,8 @@ from tf_mtdet.modeling.necks import local_top_down
 
 CONFIGS = os.path.join(root.REPO_ROOT, 'configs', 'ivanet')
 # Narrow trunk: the parts, not the widths, are under test.
-NARROW = ['model.single_shot.backbone.ssd_resnet.depth_multiplier=0.125',
-          'model.single_shot.backbone.ssd_resnet.extra_filters=8',
+NARROW = ['model.single_shot.backbone.resnet.depth_multiplier=0.125',
+          'model.single_shot.extra_levels.filters=8',
           'train_data.label_map=']
 
 
@@ -82,3 +82,51 @@ def test_pcm_head_at_300_has_blitznet_level_convs_and_a_128_wide_fuse():
   fuse = 3 * 3 * (6 * 64) * 128 + 128
   classifier = 3 * 3 * 128 * 21 + 21
   assert head.count_params() == levels + fuse + classifier == 614549
+
+
+def test_model_garden_resnet50_checkpoint_restores_through_init_checkpoint(
+    tmp_path, monkeypatch):
+  """`--init-checkpoint` (runtime.init_checkpoint) with a Model Garden
+  ResNet-50 checkpoint into the shipped IvaNet 300: every backbone weight
+  (stem, conv2_x..conv5_x) becomes the checkpoint's, the extra levels keep
+  their own initial values (they used to collide with conv5_x by position)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from official.vision.modeling.backbones import resnet as mg_resnet  # pylint: disable=g-import-not-at-top
+  from official.vision.modeling.layers import nn_blocks  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.training import train  # pylint: disable=g-import-not-at-top
+  pretrained = mg_resnet.ResNet(model_id=50)
+  for w in pretrained.weights:  # not the values a fresh build would draw
+    w.assign(tf.random.uniform(w.shape, 0.5, 1.5, seed=7))
+  path = tf.train.Checkpoint(backbone=pretrained).write(
+      str(tmp_path / 'resnet50' / 'ckpt'))
+  config = experiment.load_config(
+      os.path.join(CONFIGS, 'ivanet_r50_300_voc.yaml'),
+      ['train_data.label_map=', f'runtime.init_checkpoint={path}'])
+  before = {}
+  restore = train.restore_init_checkpoint
+
+  def recording_restore(model, checkpoint, modules):
+    before['backbone'] = [w.numpy() for w in model.backbone.weights]
+    before['extra'] = [w.numpy() for w in model.extra_levels.weights]
+    restore(model, checkpoint, modules)
+
+  monkeypatch.setattr(train, 'restore_init_checkpoint', recording_restore)
+  state = train.build_training_state(config, tf.distribute.get_strategy(),
+                                     str(tmp_path / 'model'))
+  backbone = state.model.backbone
+  assert len(backbone.weights) == len(pretrained.weights) == len(
+      before['backbone'])
+  # 16 bottleneck units (conv2_x..conv5_x) + the stem, all restored.
+  for ours, theirs, old in zip(backbone.weights, pretrained.weights,
+                               before['backbone']):
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert not np.array_equal(old, theirs.numpy())
+  units = [l for l in backbone.layers
+           if isinstance(l, nn_blocks.BottleneckBlock)]
+  assert len(units) == 16  # conv5_x is the last 3, 2048 wide
+  assert units[-1].compute_output_shape([1, 10, 10, 2048])[-1] == 2048
+  extra = state.model.extra_levels.weights
+  assert len(extra) == len(before['extra']) > 0
+  for ours, old in zip(extra, before['extra']):
+    np.testing.assert_array_equal(ours.numpy(), old)

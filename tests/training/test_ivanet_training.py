@@ -21,7 +21,7 @@ def test_tiny_ivanet_trains_on_two_replicas_evaluates_and_serves(
       'train_data.global_batch_size': 4,
       'model.single_shot.norm_activation.use_sync_bn': 'true',
       # ResNet-10: less to trace per replica (conftest.LEAN_TWO_STAGE).
-      'model.single_shot.backbone.ssd_resnet.model_id': '10'})
+      'model.single_shot.backbone.resnet.model_id': '10'})
   image = os.path.join(os.path.dirname(shapes_records), 'shapes_val',
                        'images', 'shapes_000000.jpg')
   code = textwrap.dedent(f"""
