@@ -36,6 +36,9 @@ class Augmentation(hyperparams.Config):
     skip_crowd_during_training: Drop crowd objects in training.
     skip_difficult_during_training: Drop VOC `difficult` objects in training.
     semantic_ignore_label: Label of padding pixels in `gt_semantic`.
+    semantic_eval_max_size: [H, W] the evaluation's original-resolution
+      semantic maps are padded to (so they batch; mIoU is scored there): at
+      least the largest evaluated image (VOC 500, COCO 640).
     dtype: Image dtype fed to the model.
     ssd_augmentation: SSD's augmentation before the resize (training):
       photometric distortion, zoom-out up to `max_zoom_out` x, IoU-
@@ -56,6 +59,8 @@ class Augmentation(hyperparams.Config):
   skip_crowd_during_training: bool = True
   skip_difficult_during_training: bool = True
   semantic_ignore_label: int = 255
+  semantic_eval_max_size: List[int] = dataclasses.field(
+      default_factory=lambda: [640, 640])
   dtype: str = 'float32'
   ssd_augmentation: bool = False
   max_zoom_out: float = 4.0

@@ -207,7 +207,9 @@ class Augmenter:
     """Preprocesses one decoded evaluation example (no randomness).
 
     Returns `image`, `image_info`, `original_size`, and with the semantic map
-    requested `semantic` [padded_h, padded_w] int32.
+    requested `semantic` [padded_h, padded_w] int32 and `semantic_original`
+    [*semantic_eval_max_size] int32: the map at the original resolution in
+    the top-left corner, the ignore label around it.
     """
     image, image_info = self.preprocess_image(data['image'])
     example = {'image': image, 'image_info': image_info,
@@ -215,7 +217,27 @@ class Augmenter:
     if SEMANTIC in self._needs:
       example['semantic'] = self.resize_semantic(
           data['groundtruth_semantic'][..., tf.newaxis], image_info)
+      example['semantic_original'] = self.pad_semantic_original(
+          data['groundtruth_semantic'], data['source_id'])
     return example
+
+  def pad_semantic_original(self, semantic: tf.Tensor,
+                            source_id: tf.Tensor) -> tf.Tensor:
+    """[H, W] labels -> [*semantic_eval_max_size] int32, ignore-padded.
+
+    Raises (when run) InvalidArgumentError naming the image and the field
+    when the image is larger.
+    """
+    max_h, max_w = (int(v) for v in self._cfg.semantic_eval_max_size)
+    size = tf.shape(semantic)
+    fits = tf.logical_and(size[0] <= max_h, size[1] <= max_w)
+    check = tf.debugging.Assert(fits, [
+        'eval_data.parser.semantic_eval_max_size', [max_h, max_w],
+        'is smaller than image', source_id, size])
+    with tf.control_dependencies([check]):
+      labels = tf.cast(semantic, tf.int32)
+    return tf.pad(labels, [[0, max_h - size[0]], [0, max_w - size[1]]],
+                  constant_values=self._cfg.semantic_ignore_label)
 
 
 def masks_at_output_size(example: Mapping[str, Any],

@@ -5,16 +5,22 @@
   * 'proposal_recall': RPN proposal AR@100 and AR@1000 (two-stage models);
   * 'voc': Pascal VOC mAP@0.5, all-point (VOC2010+), keys `voc_*`;
   * 'voc07': the same with VOC2007's 11-point AP, keys `voc07_*`;
-  * 'miou': semantic segmentation mIoU (models with a semantic output).
+  * 'miou': semantic segmentation mIoU (models with a semantic output), at
+    the original image resolution: the predicted class map with the
+    padding removed and scaled back as serving's `semantic_map` is, against
+    the unresized ground truth.
 """
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
 
 from tf_mtdet.config import experiment as experiment_config
 from tf_mtdet.evaluation import coco
 from tf_mtdet.evaluation import recall
 from tf_mtdet.evaluation import segmentation
 from tf_mtdet.evaluation import voc
+from tf_mtdet.serving import export as export_lib
 
 METRICS = ('coco', 'proposal_recall', 'voc', 'voc07', 'miou')
 
@@ -40,8 +46,10 @@ class MultiEvaluator:
                    predictions: Mapping[str, Any]) -> None:
     for name, evaluator in self.evaluators.items():
       if name == 'miou':
-        evaluator.update_state({'semantic': groundtruths['gt_semantic']},
-                               predictions)
+        for truth, predicted in semantic_at_original_resolution(
+            groundtruths, predictions):
+          evaluator.update_state({'semantic': truth[np.newaxis]},
+                                 {'semantic': predicted[np.newaxis]})
       else:
         evaluator.update_state(groundtruths, predictions)
 
@@ -56,6 +64,29 @@ class MultiEvaluator:
     """The COCO detections JSON, when COCO AP is among the metrics."""
     if 'coco' in self.evaluators:
       self.evaluators['coco'].write_results_json(path)
+
+
+def semantic_at_original_resolution(
+    groundtruths: Mapping[str, Any], predictions: Mapping[str, Any]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Per image (ground truth, prediction) [h, w] at its original size.
+
+  Args:
+    groundtruths: {'gt_semantic_original': [B, max_h, max_w] labels in the
+      top-left corner}.
+    predictions: {'semantic': [B, padded_h, padded_w] class ids at the model
+      input, 'image_info': [B, 4, 2]}.
+
+  Yields:
+    The image's ground truth and its prediction with the input padding
+    removed and scaled back nearest-neighbour (serving's `semantic_map`).
+  """
+  info = np.asarray(predictions['image_info'])
+  original = export_lib.semantic_at_original_size(
+      np.asarray(predictions['semantic'], np.int32), info).numpy()
+  truths = np.asarray(groundtruths['gt_semantic_original'])
+  for b, (height, width) in enumerate(np.round(info[:, 0, :]).astype(int)):
+    yield truths[b, :height, :width], original[b, :height, :width]
 
 
 # Shown in the epoch line when present (TensorBoard gets every metric).

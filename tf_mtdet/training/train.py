@@ -236,7 +236,7 @@ def eval_dataset(config: experiment_config.ExperimentConfig,
   evaluators the ids (and the semantic map for mIoU)."""
   family = family or families.get(config)
   parser = family.build_parser(config.eval_data)
-  keep = ('source_id', 'image_info', 'gt_semantic')
+  keep = ('source_id', 'image_info', 'gt_semantic', 'gt_semantic_original')
   return pipeline.dataset(config.eval_data, parser).map(
       lambda images, labels: ((images, labels), {
           k: labels[k] for k in keep if k in labels}))

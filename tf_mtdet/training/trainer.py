@@ -83,7 +83,8 @@ class DetectionTrainer(tf_keras.Model):
     outputs = self.model(images, **self.family.model_inputs(labels, False),
                          training=False)
     result = self.family.detections(outputs)
-    for key in ('source_id', 'image_info', 'gt_semantic'):
+    for key in ('source_id', 'image_info', 'gt_semantic',
+                'gt_semantic_original'):
       if key in labels:
         result[key] = labels[key]
     return result

@@ -7,7 +7,10 @@ from tf_mtdet.data.targets import base
 class SemanticTargets(base.TargetGenerator):
   """`gt_semantic` [padded_h, padded_w] int32 at the output size (padding and
   unlabelled pixels = the ignore label), in training and evaluation. A head
-  predicting at a coarser stride resizes its logits up to it in its loss."""
+  predicting at a coarser stride resizes its logits up to it in its loss.
+  Evaluation adds `gt_semantic_original` [*semantic_eval_max_size]: the map
+  at the original resolution (top-left, ignore around it), where mIoU is
+  scored."""
 
   needs = frozenset({augment.SEMANTIC})
 
@@ -15,4 +18,5 @@ class SemanticTargets(base.TargetGenerator):
     return {'gt_semantic': example['semantic']}
 
   def eval(self, example):
-    return {'gt_semantic': example['semantic']}
+    return {'gt_semantic': example['semantic'],
+            'gt_semantic_original': example['semantic_original']}
