@@ -67,3 +67,32 @@ def test_no_gradient_flows_into_the_box_deltas():
         WEIGHTS, class_agnostic=False)
     loss = tf.reduce_sum(refined)
   assert tape.gradient(loss, box_outputs) is None
+
+
+def test_class_specific_deltas_of_the_ground_truth_class_background_predicted():
+  """HTC: a sampled RoI is refined with its ground-truth class's deltas even
+  when the classifier prefers another class; a background RoI (class 0)
+  with its top predicted foreground class's."""
+  gt_boxes, _, rois, box_outputs, _, _ = _case()
+  # The classifier prefers class 1 (the -5 noise) for RoIs 0 and 1 and
+  # class 2 (the right deltas) for RoI 2.
+  class_outputs = tf.constant([[[0., 3., 0.], [0., 3., 0.], [0., 0., 3.]]])
+  roi_classes = tf.constant([[2, 2, 0]])
+  refined = interleaving.refine_boxes(
+      box_outputs, class_outputs, rois, tf.constant([[100., 100.]]), WEIGHTS,
+      class_agnostic=False, roi_classes=roi_classes)
+  np.testing.assert_allclose(refined.numpy()[0],
+                             [[10, 10, 50, 50], [40, 40, 80, 80],
+                              [70, 70, 90, 90]], atol=1e-3)
+  # The same RoIs with the predicted class only: class 1's noisy deltas.
+  predicted = interleaving.refine_boxes(
+      box_outputs, class_outputs, rois, tf.constant([[100., 100.]]), WEIGHTS,
+      class_agnostic=False)
+  assert np.abs(predicted.numpy()[0, :2] - refined.numpy()[0, :2]).max() > 1
+  assigner = interleaving.InterleavedMaskAssigner(0.5)
+  out = assigner(rois=rois, roi_classes=roi_classes, box_outputs=box_outputs,
+                 class_outputs=class_outputs,
+                 image_shape=tf.constant([[100., 100.]]), gt_boxes=gt_boxes,
+                 gt_classes=tf.constant([[2, -1]]), regression_weights=WEIGHTS,
+                 class_agnostic=False)
+  assert out['matched_gt_classes'].numpy().tolist() == [[2, 0, 0]]

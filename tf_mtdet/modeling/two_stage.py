@@ -206,7 +206,8 @@ class TwoStageModel(maskrcnn_model.MaskRCNNModel):
     if training:
       if self.mask_roi_assigner is not None:
         assigned = self.mask_roi_assigner(
-            rois=rois, box_outputs=matches['box_outputs'],
+            rois=rois, roi_classes=matches['matched_gt_classes'],
+            box_outputs=matches['box_outputs'],
             class_outputs=matches['class_outputs'], image_shape=image_shape,
             gt_boxes=gt_boxes, gt_classes=gt_classes,
             regression_weights=matches['regression_weights'],

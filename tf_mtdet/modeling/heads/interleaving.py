@@ -8,7 +8,7 @@ already runs the mask branch on refined (detected) boxes, so training and
 testing agree.
 """
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -19,11 +19,15 @@ from official.vision.ops import box_ops
 def refine_boxes(box_outputs: tf.Tensor, class_outputs: tf.Tensor,
                  rois: tf.Tensor, image_shape: tf.Tensor,
                  regression_weights: Sequence[float],
-                 class_agnostic: bool) -> tf.Tensor:
+                 class_agnostic: bool,
+                 roi_classes: Optional[tf.Tensor] = None) -> tf.Tensor:
   """Decodes the box head's deltas on its RoIs, without gradient.
 
-  Class-specific heads use the deltas of each RoI's top foreground class, as
-  inference does.
+  Class-specific heads use the deltas of each RoI's ground-truth class
+  (`roi_classes`, as HTC's interleaved refinement: mmdetection's
+  `refine_bboxes` with the sampled RoIs' labels); background RoIs, and every
+  RoI without `roi_classes`, use their top predicted foreground class (as
+  inference does, and HTC for background RoIs).
 
   Args:
     box_outputs: [B, N, 4] (class agnostic) or [B, N, num_classes * 4].
@@ -32,6 +36,8 @@ def refine_boxes(box_outputs: tf.Tensor, class_outputs: tf.Tensor,
     image_shape: [B, 2] height and width the boxes are clipped to.
     regression_weights: Model Garden's box coder weights for this stage.
     class_agnostic: Whether `box_outputs` has one box per RoI.
+    roi_classes: [B, N] ground-truth class of each sampled RoI (0:
+      background), or None.
 
   Returns:
     [B, N, 4] refined boxes.
@@ -42,6 +48,9 @@ def refine_boxes(box_outputs: tf.Tensor, class_outputs: tf.Tensor,
     deltas = tf.reshape(box_outputs, [batch, num_rois, -1, 4])
     top_class = 1 + tf.argmax(
         tf.stop_gradient(class_outputs)[:, :, 1:], axis=-1, output_type=tf.int32)
+    if roi_classes is not None:
+      roi_classes = tf.cast(roi_classes, tf.int32)
+      top_class = tf.where(roi_classes > 0, roi_classes, top_class)
     box_outputs = tf.gather(deltas, top_class, batch_dims=2)
   refined = box_ops.decode_boxes(box_outputs, tf.stop_gradient(rois),
                                  weights=list(regression_weights))
@@ -79,8 +88,8 @@ class InterleavedMaskAssigner(tf_keras.layers.Layer):
   """Mask RoI assigner of EJ-Head's Interleaving (no weights).
 
   Called by the two-stage model in training with the last box stage's
-  sampled `rois` [B, N, 4], its `box_outputs` and `class_outputs`, the
-  `image_shape` [B, 2], the ground truth `gt_boxes` [B, M, 4] / `gt_classes`
+  sampled `rois` [B, N, 4], their ground-truth classes `roi_classes` [B, N],
+  its `box_outputs` and `class_outputs`, the `image_shape` [B, 2], the ground truth `gt_boxes` [B, M, 4] / `gt_classes`
   [B, M], that stage's `regression_weights` and `class_agnostic`; returns
   `rois` (the refined boxes), `matched_gt_boxes`, `matched_gt_classes` and
   `matched_gt_indices` for the mask sampler.
@@ -91,9 +100,9 @@ class InterleavedMaskAssigner(tf_keras.layers.Layer):
     self.iou_threshold = float(iou_threshold)
 
   def call(self, rois, box_outputs, class_outputs, image_shape, gt_boxes,
-           gt_classes, regression_weights, class_agnostic):
+           gt_classes, regression_weights, class_agnostic, roi_classes=None):
     refined = refine_boxes(box_outputs, class_outputs, rois, image_shape,
-                           regression_weights, class_agnostic)
+                           regression_weights, class_agnostic, roi_classes)
     boxes, classes, indices = match_to_groundtruth(
         refined, gt_boxes, gt_classes, self.iou_threshold)
     return {'rois': refined, 'matched_gt_boxes': boxes,
