@@ -48,8 +48,9 @@ def build_fcn_mask_head(config: model_config.TwoStageModel,
       num_classes=config.num_classes, upsample_factor=head.upsample_factor,
       num_convs=head.num_convs, num_filters=head.num_filters,
       use_separable_conv=head.use_separable_conv, activation=norm.activation,
-      norm_momentum=norm.norm_momentum, norm_epsilon=norm.norm_epsilon,
-      kernel_regularizer=l2_regularizer, class_agnostic=head.class_agnostic)
+      use_sync_bn=norm.use_sync_bn, norm_momentum=norm.norm_momentum,
+      norm_epsilon=norm.norm_epsilon, kernel_regularizer=l2_regularizer,
+      class_agnostic=head.class_agnostic)
 
 
 @registry.register('roi_pooler', 'level_assigned')
