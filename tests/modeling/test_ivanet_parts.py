@@ -253,3 +253,31 @@ def test_pcm_level_kernel_sets_the_reach_of_a_finest_level_pixel(
   clone = tf_keras.utils.deserialize_keras_object(
       tf_keras.utils.serialize_keras_object(head))
   assert clone.get_config()['level_kernel_size'] == level_kernel_size
+
+
+def test_pcm_logits_add_every_level_resized_bilinearly():
+  """With unit per-level 1x1 convs and centre-tap fuse/classifier weights
+  1 / 10 / 100 per level, each logit is f3 + 10 up(f4) + 100 f5, where up
+  is the 2x2 -> 4x4 bilinear resize (half-pixel centres) worked by hand:
+  output rows/columns take the source 0 | .75/.25 | .25/.75 | 1."""
+  head = pcm_head.PCMHead(num_classes=1, min_level=3, max_level=5,
+                          level_filters=1, level_kernel_size=1, num_filters=1)
+  f3 = np.arange(16, dtype=np.float32).reshape(4, 4) / 16
+  f4 = np.array([[1., 2.], [3., 4.]], np.float32)
+  f5 = np.array([[0.5]], np.float32)
+  features = {l: tf.constant(f[np.newaxis, ..., np.newaxis])
+              for l, f in (('3', f3), ('4', f4), ('5', f5))}
+  head(features)
+  for level in '345':
+    head._level_convs[level].set_weights([np.ones([1, 1, 1, 1]),
+                                          np.zeros([1])])
+  fuse = np.zeros([3, 3, 3, 1], np.float32)
+  fuse[1, 1, :, 0] = [1., 10., 100.]
+  head._fuse.set_weights([fuse, np.zeros([1])])
+  classifier = np.zeros([3, 3, 1, 1], np.float32)
+  classifier[1, 1, 0, 0] = 1.
+  head._classifier.set_weights([classifier, np.zeros([1])])
+  up = np.array([[1., 0.], [.75, .25], [.25, .75], [0., 1.]])
+  expected = f3 + 10 * up @ f4 @ up.T + 100 * f5[0, 0]
+  np.testing.assert_allclose(head(features)['logits'][0, ..., 0], expected,
+                             rtol=1e-5)
