@@ -281,3 +281,21 @@ def test_pcm_logits_add_every_level_resized_bilinearly():
   expected = f3 + 10 * up @ f4 @ up.T + 100 * f5[0, 0]
   np.testing.assert_allclose(head(features)['logits'][0, ..., 0], expected,
                              rtol=1e-5)
+
+
+def test_extra_levels_round_trip_and_sizes():
+  extra = ssd_extra_levels.SSDExtraLevels(
+      tf.TensorShape([None, 10, 10, 16]), first_level=6, num_levels=2,
+      filters=4, blocks=2, global_pool_level=True,
+      kernel_regularizer=tf_keras.regularizers.l2(1e-4))
+  assert extra.input_level == 5
+  out = extra(tf.ones([1, 10, 10, 16]))
+  assert {l: tuple(v.shape) for l, v in out.items()} == {
+      '6': (1, 5, 5, 16), '7': (1, 3, 3, 16), '8': (1, 1, 1, 16)}
+  clone = tf_keras.utils.deserialize_keras_object(
+      tf_keras.utils.serialize_keras_object(extra))
+  assert clone.get_config() == extra.get_config()
+  assert clone.output_specs.keys() == extra.output_specs.keys()
+  with pytest.raises(ValueError, match='num_levels and blocks'):
+    ssd_extra_levels.SSDExtraLevels(tf.TensorShape([None, 4, 4, 8]),
+                                    first_level=6, num_levels=0)
