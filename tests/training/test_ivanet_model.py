@@ -158,3 +158,16 @@ def test_weight_decay_is_blitznets_l2_term_on_every_conv_kernel():
   assert len(model.losses) == len(kernels)
   np.testing.assert_allclose(float(tf.add_n(model.losses)), expected,
                              rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', [
+    'ivanet_r50_300_voc', 'ivanet_no_ltd_r50_300_voc', 'ivanet_det_r50_300_voc',
+    'ivanet_seg_r50_300_voc', 'ivanet_r50_512_voc',
+    'ivanet_no_ltd_r50_512_voc', 'ivanet_det_r50_512_voc',
+    'ivanet_seg_r50_512_voc'])
+def test_voc_configs_train_on_difficult_objects_with_blitznet_decay(name):
+  """LTD-SSD's data layer: `use_difficult_gt: true`; BlitzNet: 5e-5."""
+  config = experiment.load_config(os.path.join(CONFIGS, f'{name}.yaml'),
+                                  ['train_data.label_map='])
+  assert config.train_data.parser.skip_difficult_during_training is False
+  assert config.schedule.weight_decay == 5e-5
