@@ -3,9 +3,9 @@
 backbone (+ SSD extra levels) -> neck (or none) -> dense head (or none) and
 segmentation head (or none). Training returns the heads' raw outputs (the
 losses read them); inference decodes the dense head on the SSD priors with
-softmax scores and per-class NMS (Model Garden's `DetectionGenerator`) and adds the semantic
-class map at the input size. RetinaNet keeps Model Garden's
-`RetinaNetModel`.
+softmax scores and per-class NMS (Model Garden's `DetectionGenerator`) and
+adds the semantic class map at the input size. RetinaNet keeps Model
+Garden's `RetinaNetModel`.
 """
 
 from typing import Any, Mapping, Optional, Sequence
