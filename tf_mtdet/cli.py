@@ -193,11 +193,23 @@ def _add_configs(sub) -> None:
                      '(--config NAME)')
   p.add_argument('--paths', action='store_true',
                  help='print each config file path after its name')
+  p.add_argument('--show', metavar='NAME', help='print this config (a name '
+                 'or a path) merged, after its base: chain and --set, as '
+                 'YAML')
+  p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                 help='with --show: override a value (repeatable)')
   p.set_defaults(func=_run_configs)
 
 
 def _run_configs(args: argparse.Namespace) -> int:
   from tf_mtdet.config import zoo  # pylint: disable=g-import-not-at-top
+  if args.show:
+    from tf_mtdet.config import experiment  # pylint: disable=g-import-not-at-top
+    print(experiment.to_yaml(experiment.load_config(args.show, args.set)),
+          end='')
+    return 0
+  if args.set:
+    raise ValueError('--set needs --show NAME (the config to override)')
   for name in zoo.list_configs():
     print(f'{name}  {zoo.resolve(name)}' if args.paths else name)
   return 0
@@ -499,6 +511,45 @@ def _run_show_data(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_analyze_logs(sub) -> None:
+  p = sub.add_parser(
+      'analyze-logs', help='training curves of runs from their TensorBoard '
+      'event files',
+      description='Reads the event files train writes (MODEL_DIR/logs): '
+      'per-step losses as the epoch line names them (total_loss, ...) and '
+      'the evaluation metrics as val_<name> (val_AP, ...), several runs '
+      'overlaid.')
+  p.add_argument('run_dirs', metavar='RUN_DIR', nargs='+',
+                 help='model dirs (or their logs/ folders)')
+  p.add_argument('--keys', help='comma separated series (default: those of '
+                 'total_loss, val_AP, val_mask_AP, val_voc07_mAP@0.5, '
+                 'val_mIoU logged)')
+  p.add_argument('--out', metavar='OUT.png', help='draw the curves')
+  p.add_argument('--json', action='store_true',
+                 help='print {run: {key: [[step, value], ...]}}')
+  p.set_defaults(func=_run_analyze_logs)
+
+
+def _run_analyze_logs(args: argparse.Namespace) -> int:
+  from tf_mtdet.tools.analysis import log_curves  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.tools.analysis import outputs  # pylint: disable=g-import-not-at-top
+  if not args.out and not args.json:
+    raise ValueError('give --out OUT.png (a picture) and/or --json')
+  if args.out:
+    outputs.check_png_path(args.out, '--out')
+  runs = {label: log_curves.read_run(d) for label, d in
+          zip(log_curves.run_labels(args.run_dirs), args.run_dirs)}
+  keys = log_curves.select(
+      runs, [k.strip() for k in (args.keys or '').split(',') if k.strip()])
+  if args.json:
+    print(log_curves.to_json(runs, keys))
+  if args.out:
+    log_curves.plot(args.out, runs, keys)
+    print(f'{", ".join(keys)} of {len(runs)} run(s) drawn to {args.out}',
+          file=sys.stderr if args.json else sys.stdout)
+  return 0
+
+
 def _add_quickstart(sub) -> None:
   p = sub.add_parser(
       'quickstart', help='end to end on generated data: data, TFRecords, '
@@ -549,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_profile(sub)
   _add_show_data(sub)
   _add_quickstart(sub)
+  _add_analyze_logs(sub)
   for command in sub.choices.values():
     # Also after the command; SUPPRESS keeps a --debug given before it.
     command.add_argument('--debug', action='store_true',
