@@ -550,6 +550,44 @@ def _run_analyze_logs(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_data_stats(sub) -> None:
+  p = sub.add_parser(
+      'data-stats', help='instances per class, boxes per image, box size and '
+      'aspect-ratio histograms of TFRecord shards; anchor coverage of a '
+      'config',
+      description='Reads the boxes of every record (no image is decoded). '
+      'With --config: the share of ground-truth boxes, per size, whose best '
+      "anchor (or SSD prior) reaches the matcher's positive IoU threshold "
+      "at the config's training input size.")
+  p.add_argument('pattern', metavar='PATTERN',
+                 help="shards, e.g. 'data/train-*.tfrecord' (quoted)")
+  _add_config_args(p)
+  p.add_argument('--label-map', help="class names (default: the builder's "
+                 'PREFIX-label_map.json beside the shards)')
+  p.add_argument('--out', metavar='OUT.png', help='draw the histograms '
+                 '(and the coverage per size)')
+  p.add_argument('--json', action='store_true',
+                 help='print the statistics as one JSON object')
+  p.set_defaults(func=_run_data_stats)
+
+
+def _run_data_stats(args: argparse.Namespace) -> int:
+  from tf_mtdet.tools.analysis import data_stats  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.tools.analysis import outputs  # pylint: disable=g-import-not-at-top
+  if args.out:
+    outputs.check_png_path(args.out, '--out')
+  if args.set and not args.config:
+    raise ValueError('--set needs --config (the config to override)')
+  config = _load_config(args) if args.config else None
+  stats = data_stats.data_stats(args.pattern, config, args.label_map)
+  print(json.dumps(stats.as_dict()) if args.json else stats.format())
+  if args.out:
+    data_stats.plot(args.out, stats)
+    print(f'histograms: {args.out}', file=sys.stderr if args.json
+          else sys.stdout)
+  return 0
+
+
 def _add_quickstart(sub) -> None:
   p = sub.add_parser(
       'quickstart', help='end to end on generated data: data, TFRecords, '
@@ -601,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_show_data(sub)
   _add_quickstart(sub)
   _add_analyze_logs(sub)
+  _add_data_stats(sub)
   for command in sub.choices.values():
     # Also after the command; SUPPRESS keeps a --debug given before it.
     command.add_argument('--debug', action='store_true',

@@ -106,7 +106,9 @@ def anchor_set(config: experiment_config.ExperimentConfig) -> AnchorSet:
     return AnchorSet(
         f'SSD priors (model.{kind}.ssd_anchors: min sizes '
         f'{list(cfg.ssd_anchors.min_sizes)})',
-        float(cfg.anchor_targets.match_threshold), field, priors)
+        float(cfg.anchor_targets.match_threshold), field, priors,
+        # No ignore band: below the threshold a prior is background.
+        float(cfg.anchor_targets.match_threshold))
   return AnchorSet(
       f'anchors (model.{kind}.anchor: size {cfg.anchor.anchor_size:g}, '
       f'{cfg.anchor.num_scales} scale(s), ratios '
