@@ -579,7 +579,8 @@ def _run_data_stats(args: argparse.Namespace) -> int:
   if args.set and not args.config:
     raise ValueError('--set needs --config (the config to override)')
   config = _load_config(args) if args.config else None
-  stats = data_stats.data_stats(args.pattern, config, args.label_map)
+  stats = data_stats.data_stats(args.pattern, config, args.label_map,
+                               progress=sys.stderr)
   print(json.dumps(stats.as_dict()) if args.json else stats.format())
   if args.out:
     data_stats.plot(args.out, stats)

@@ -140,14 +140,18 @@ class InputScaler:
                                         family.stride)
     self._cache = {}
 
+  @property
+  def padded_size(self) -> tuple[int, int]:
+    """The padded training input size (fixed: the same for every image)."""
+    return tuple(self._augmenter.padded_size)
+
   def __call__(self, height: int, width: int):
     key = (int(height), int(width))
     if key not in self._cache:
       _, info = self._augmenter.preprocess_image(
           tf.zeros([key[0], key[1], 3], tf.uint8))
       info = info.numpy()
-      padded = tuple(self._augmenter.padded_size)
-      self._cache[key] = (info[2].astype(np.float64), padded)
+      self._cache[key] = (info[2].astype(np.float64), self.padded_size)
     return self._cache[key]
 
 

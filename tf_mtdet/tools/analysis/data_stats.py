@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 from typing import Mapping, Optional, Sequence, TextIO
 
 import numpy as np
@@ -198,7 +197,7 @@ def plot(path: str, stats: DataStats) -> None:
   if stats.sizes.size:
     axes.hist(stats.sizes, bins=np.geomspace(max(stats.sizes.min(), 1.0),
                                              max(stats.sizes.max(), 2.0), 20))
-    axes.set_xscale('log')
+    outputs.log_axis(axes)
   axes.set_title('box size sqrt(area), original px', fontsize=10)
   axes = figure.add_subplot(rows, cols, 4)
   if stats.aspect_ratios.size:
@@ -206,7 +205,7 @@ def plot(path: str, stats: DataStats) -> None:
     axes.hist(ratios, bins=np.geomspace(ratios.min(), max(ratios.max(),
                                                           ratios.min() * 2),
                                         20))
-    axes.set_xscale('log')
+    outputs.log_axis(axes)
   axes.set_title('aspect ratio width / height', fontsize=10)
   if stats.coverage is not None:
     axes = figure.add_subplot(rows, cols, 5)
@@ -226,7 +225,7 @@ def plot(path: str, stats: DataStats) -> None:
 
 
 def data_stats(pattern: str, config=None, label_map: Optional[str] = None,
-               progress: Optional[TextIO] = sys.stderr) -> DataStats:
+               progress: Optional[TextIO] = None) -> DataStats:
   """Reads the shards `pattern` matches and computes their statistics.
 
   Raises:
@@ -236,6 +235,7 @@ def data_stats(pattern: str, config=None, label_map: Optional[str] = None,
   shards = show.find_shards(pattern)
   verify.check_shards(','.join(shards), field='PATTERN')
   names = _class_names(label_map or show.find_label_map(shards))
-  if config is not None:
-    anchor_coverage.anchor_set(config)  # Fails early on unbuildable anchors.
+  if config is not None:  # Unbuildable anchors fail before the reading.
+    anchor_coverage.anchor_set(config).anchors(
+        anchor_coverage.InputScaler(config).padded_size)
   return compute(read_boxes(shards, progress), names, config)

@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 from matplotlib import pyplot  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -53,6 +54,14 @@ def write_csv(path: str, header: Sequence[str],
 def new_figure(width: float, height: float):
   """A matplotlib figure of `width` x `height` inches (not shown anywhere)."""
   return pyplot.figure(figsize=(width, height))
+
+
+def log_axis(axes, axis: str = 'x') -> None:
+  """A log scale labelled with plain numbers (no overlapping minor labels)."""
+  target = axes.xaxis if axis == 'x' else axes.yaxis
+  (axes.set_xscale if axis == 'x' else axes.set_yscale)('log')
+  target.set_major_formatter(ticker.ScalarFormatter())
+  target.set_minor_formatter(ticker.NullFormatter())
 
 
 def save_figure(figure, path: str, dpi: int = 100) -> None:
