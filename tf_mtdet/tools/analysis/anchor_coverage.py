@@ -80,42 +80,42 @@ def anchor_set(config: experiment_config.ExperimentConfig) -> AnchorSet:
   kind = config.model.type
   cfg = config.family_model
   if kind == 'two_stage':
-    field = f'model.{kind}.rpn_targets.match_threshold'
-    return AnchorSet(
-        f'RPN anchors (model.{kind}.anchor: size {cfg.anchor.anchor_size:g}, '
-        f'{cfg.anchor.num_scales} scale(s), ratios '
-        f'{list(cfg.anchor.aspect_ratios)}, P{cfg.min_level}-P{cfg.max_level})',
-        float(cfg.rpn_targets.match_threshold), field,
-        _model_garden_anchors(cfg, f'model.{kind}.anchor'),
-        float(cfg.rpn_targets.unmatched_threshold))
-  field = f'model.{kind}.anchor_targets.match_threshold'
-  if cfg.head.type == 'ssd':
+    return _model_garden_set(cfg, kind, 'RPN anchors', 'rpn_targets')
+  if cfg.head.type != 'ssd':
+    return _model_garden_set(cfg, kind, 'anchors', 'anchor_targets')
+  try:
+    targets = registry.targets('dense_head', 'ssd', cfg)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f'model.{kind}.ssd_anchors: cannot build the priors: '
+                     f'{e}') from None
+
+  def priors(size):
     try:
-      targets = registry.targets('dense_head', 'ssd', cfg)
-    except (ValueError, TypeError) as e:
-      raise ValueError(f'model.{kind}.ssd_anchors: cannot build the priors: '
-                       f'{e}') from None
+      return targets.priors(list(size)).numpy().reshape([-1, 4])
+    except (ValueError, TypeError, tf.errors.OpError) as e:
+      raise ValueError(f'model.{kind}.ssd_anchors: cannot build the priors '
+                       f'at input size {list(size)}: {e}') from None
 
-    def priors(size):
-      try:
-        return targets.priors(list(size)).numpy().reshape([-1, 4])
-      except (ValueError, TypeError, tf.errors.OpError) as e:
-        raise ValueError(f'model.{kind}.ssd_anchors: cannot build the priors '
-                         f'at input size {list(size)}: {e}') from None
-
-    return AnchorSet(
-        f'SSD priors (model.{kind}.ssd_anchors: min sizes '
-        f'{list(cfg.ssd_anchors.min_sizes)})',
-        float(cfg.anchor_targets.match_threshold), field, priors,
-        # No ignore band: below the threshold a prior is background.
-        float(cfg.anchor_targets.match_threshold))
   return AnchorSet(
-      f'anchors (model.{kind}.anchor: size {cfg.anchor.anchor_size:g}, '
+      f'SSD priors (model.{kind}.ssd_anchors: min sizes '
+      f'{list(cfg.ssd_anchors.min_sizes)})',
+      float(cfg.anchor_targets.match_threshold),
+      f'model.{kind}.anchor_targets.match_threshold', priors,
+      # No ignore band: below the threshold a prior is background.
+      float(cfg.anchor_targets.match_threshold))
+
+
+def _model_garden_set(cfg, kind: str, what: str, targets: str) -> AnchorSet:
+  """Model Garden anchors of `cfg.anchor`, thresholds from `cfg.<targets>`."""
+  labeler = getattr(cfg, targets)
+  return AnchorSet(
+      f'{what} (model.{kind}.anchor: size {cfg.anchor.anchor_size:g}, '
       f'{cfg.anchor.num_scales} scale(s), ratios '
       f'{list(cfg.anchor.aspect_ratios)}, P{cfg.min_level}-P{cfg.max_level})',
-      float(cfg.anchor_targets.match_threshold), field,
+      float(labeler.match_threshold),
+      f'model.{kind}.{targets}.match_threshold',
       _model_garden_anchors(cfg, f'model.{kind}.anchor'),
-      float(cfg.anchor_targets.unmatched_threshold))
+      float(labeler.unmatched_threshold))
 
 
 def _yxyx_to_xywh(boxes: np.ndarray) -> np.ndarray:
