@@ -18,7 +18,7 @@ from tf_mtdet.tools.analysis import per_class
 from tf_mtdet.tools.analysis import results_file
 
 # Two images, two classes. circle: 2 boxes (one found after a higher-scored
-# false positive); square: 1 box found exactly.
+# false positive); square: 1 box found at IoU 0.72.
 ANNOTATIONS = {
     'images': [{'id': 7, 'file_name': 'sub/a.jpg', 'height': 100,
                 'width': 100},
@@ -39,7 +39,7 @@ RESULTS_BY_NAME = [
     {'file_name': 'b.jpg', 'image_id': 2, 'category_id': 1,
      'bbox': [60, 60, 20, 20], 'score': 0.95},
     {'file_name': 'a.jpg', 'image_id': 1, 'category_id': 2,
-     'bbox': [50, 50, 20, 20], 'score': 0.8},
+     'bbox': [50, 50, 20, 14.4], 'score': 0.8},
 ]
 RESULTS_BY_ID = [dict({k: v for k, v in r.items() if k != 'file_name'},
                       image_id={'a.jpg': 7, 'b.jpg': 9}[r['file_name']])
@@ -79,9 +79,12 @@ def test_per_class_equals_pycocotools_precision_and_voc(files):
     assert scores.table.value(name, 'AP75') == pytest.approx(
         precision[5, :, k, 0, -1].mean())
   # By hand: circle's precision is 0.5 up to recall 0.5 (51 of COCO's 101
-  # recall points) at every IoU; square is found exactly.
+  # recall points) at every IoU; square is found at IoU 0.72: at 5 of the
+  # 10 thresholds (0.50-0.70).
   assert scores.table.value('circle', 'AP') == pytest.approx(51 * 0.5 / 101)
-  assert scores.table.value('square', 'AP75') == pytest.approx(1.0)
+  assert scores.table.value('square', 'AP') == pytest.approx(0.5)
+  assert scores.table.value('square', 'AP50') == pytest.approx(1.0)
+  assert scores.table.value('square', 'AP75') == pytest.approx(0.0)
   # VOC: all-point 0.5 * 0.5; VOC07: 6 of 11 recall points at 0.5.
   assert scores.table.value('circle', 'voc_AP@0.5') == pytest.approx(0.25)
   assert scores.table.value('circle', 'voc07_AP@0.5') == pytest.approx(
@@ -89,7 +92,7 @@ def test_per_class_equals_pycocotools_precision_and_voc(files):
   evaluator = voc.VOCMeanAPEvaluator(annotations, need_rescale_bboxes=False)
   evaluator.update_state(None, {
       'source_id': np.array([7, 9]), 'num_detections': np.array([2, 1]),
-      'detection_boxes': np.array([[[10, 10, 30, 30], [50, 50, 70, 70]],
+      'detection_boxes': np.array([[[10, 10, 30, 30], [50, 50, 64.4, 70]],
                                    [[60, 60, 80, 80], [0, 0, 0, 0]]]),
       'detection_scores': np.array([[0.9, 0.8], [0.95, 0]]),
       'detection_classes': np.array([[1, 2], [1, 0]])})
