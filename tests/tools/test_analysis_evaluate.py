@@ -25,7 +25,7 @@ ANNOTATIONS = {
                {'id': 9, 'file_name': 'b.jpg', 'height': 100, 'width': 100}],
     'categories': [{'id': 1, 'name': 'circle'}, {'id': 2, 'name': 'square'}],
     'annotations': [
-        {'id': 1, 'image_id': 7, 'category_id': 1, 'bbox': [10, 10, 20, 20],
+        {'id': 1, 'image_id': 7, 'category_id': 1, 'bbox': [10, 40, 20, 20],
          'area': 400, 'iscrowd': 0},
         {'id': 2, 'image_id': 7, 'category_id': 2, 'bbox': [50, 50, 20, 20],
          'area': 400, 'iscrowd': 0},
@@ -35,7 +35,7 @@ ANNOTATIONS = {
 # By file name (predict's format) and by image id: the same detections.
 RESULTS_BY_NAME = [
     {'file_name': 'a.jpg', 'image_id': 1, 'category_id': 1,
-     'bbox': [10, 10, 20, 20], 'score': 0.9},
+     'bbox': [10, 40, 20, 20], 'score': 0.9},
     {'file_name': 'b.jpg', 'image_id': 2, 'category_id': 1,
      'bbox': [60, 60, 20, 20], 'score': 0.95},
     {'file_name': 'a.jpg', 'image_id': 1, 'category_id': 2,
@@ -92,7 +92,7 @@ def test_per_class_equals_pycocotools_precision_and_voc(files):
   evaluator = voc.VOCMeanAPEvaluator(annotations, need_rescale_bboxes=False)
   evaluator.update_state(None, {
       'source_id': np.array([7, 9]), 'num_detections': np.array([2, 1]),
-      'detection_boxes': np.array([[[10, 10, 30, 30], [50, 50, 64.4, 70]],
+      'detection_boxes': np.array([[[40, 10, 60, 30], [50, 50, 64.4, 70]],
                                    [[60, 60, 80, 80], [0, 0, 0, 0]]]),
       'detection_scores': np.array([[0.9, 0.8], [0.95, 0]]),
       'detection_classes': np.array([[1, 2], [1, 0]])})
