@@ -190,3 +190,15 @@ def test_bad_evaluate_arguments_are_one_line(files, capsys, argv, message):
   assert cli.main(['evaluate', *argv]) == 1
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and message in err[0], err
+
+
+def test_semantic_iou_joins_by_category_id():
+  table = per_class.build_table({1: 'circle', 2: 'square'},
+                                [{1: {'AP': 0.5}, 2: {'AP': 0.25}}])
+  per_class.merge_extra(table, {'IoU': {'0': 0.9, '1': 0.5, '2': 0.75}},
+                        {1: 'circle', 2: 'square'})
+  assert table.columns == ['AP', 'IoU']
+  assert table.rows == {'circle': {'AP': 0.5, 'IoU': 0.5},
+                        'square': {'AP': 0.25, 'IoU': 0.75},
+                        'background': {'IoU': 0.9}}
+  assert 'n/a' in table.format().splitlines()[-1]  # background has no AP

@@ -76,7 +76,8 @@ def analyze(results_path: str, annotation_file: str, request: Request,
   lines = []
   if request.per_class:
     if extra_columns:
-      per_class.merge_extra(scores.table, extra_columns)
+      per_class.merge_extra(scores.table, extra_columns,
+                            scored.category_names)
     csv_path, json_path = per_class.side_paths(results_path)
     scores.table.write(csv_path, json_path)
     lines += [scores.table.format(),

@@ -189,10 +189,15 @@ def side_paths(results_path: str) -> tuple[str, str]:
 
 
 def merge_extra(table: PerClassTable,
-                extra: Mapping[str, Mapping[str, float]]) -> None:
-  """Adds {column: {class name: value}} columns to `table` in place, joined
-  by name (e.g. the semantic evaluator's IoU per class)."""
+                extra: Mapping[str, Mapping[str, float]],
+                category_names: Mapping[int, str]) -> None:
+  """Adds {column: {class: value}} columns to `table` in place, joined by
+  name; a class given as a label index (the semantic evaluator's `IoU/<k>`
+  without class names) is the category of that id, 0 background."""
   for column, values in extra.items():
     table.columns.append(column)
     for name, value in values.items():
+      if name.isdigit():
+        name = category_names.get(int(name),
+                                  'background' if name == '0' else name)
       table.rows.setdefault(name, {})[column] = value
