@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 from pycocotools import cocoeval
+from pycocotools import mask as mask_api
 import pytest
 
 from tf_mtdet import cli
@@ -202,3 +203,27 @@ def test_semantic_iou_joins_by_category_id():
                         'square': {'AP': 0.25, 'IoU': 0.75},
                         'background': {'IoU': 0.9}}
   assert 'n/a' in table.format().splitlines()[-1]  # background has no AP
+
+
+def test_mask_ap_per_class_from_rle_results(tmp_path):
+  annotations = json.loads(json.dumps(ANNOTATIONS))
+  for ann in annotations['annotations']:
+    x, y, w, h = ann['bbox']
+    ann['segmentation'] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+  results = []
+  for entry in RESULTS_BY_ID:
+    mask = np.zeros([100, 100, 1], np.uint8)
+    x, y, w, h = (int(round(v)) for v in entry['bbox'])
+    mask[y:y + h, x:x + w] = 1
+    rle = mask_api.encode(np.asfortranarray(mask))[0]
+    results.append(dict(entry, segmentation={
+        'size': rle['size'], 'counts': rle['counts'].decode('ascii')}))
+  scored = results_file.load(_write(tmp_path, 'r.json', results),
+                             _write(tmp_path, 'a.json', annotations))
+  assert scored.has_masks
+  table = per_class.score(scored).table
+  assert table.columns[:6] == ['AP', 'AP50', 'AP75', 'mask_AP', 'mask_AP50',
+                               'mask_AP75']
+  # The circle's masks are its boxes: the same precision as its box AP.
+  assert table.value('circle', 'mask_AP') == pytest.approx(51 * 0.5 / 101)
+  assert table.value('square', 'mask_AP50') == pytest.approx(1.0)
