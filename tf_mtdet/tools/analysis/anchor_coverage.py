@@ -193,15 +193,18 @@ class Coverage:
       return float('nan')
     return float(np.mean(self.best_ious >= threshold))
 
-  def per_bucket(self) -> list[tuple[str, int, float]]:
-    """(bucket label, boxes, share covered) of the non-empty buckets."""
+  def per_bucket(self, threshold: float | None = None
+                 ) -> list[tuple[str, int, float]]:
+    """(bucket label, boxes, share whose best anchor reaches `threshold`,
+    default the positive one) of the non-empty buckets."""
+    threshold = self.threshold if threshold is None else threshold
     buckets = bucket_of(self.sizes)
     rows = []
     for b in range(len(BUCKET_EDGES) + 1):
       inside = buckets == b
       if inside.any():
         rows.append((bucket_label(b), int(inside.sum()),
-                     float(np.mean(self.best_ious[inside] >= self.threshold))))
+                     float(np.mean(self.best_ious[inside] >= threshold))))
     return rows
 
   def as_dict(self) -> dict:

@@ -209,14 +209,22 @@ def plot(path: str, stats: DataStats) -> None:
   axes.set_title('aspect ratio width / height', fontsize=10)
   if stats.coverage is not None:
     axes = figure.add_subplot(rows, cols, 5)
-    rows_ = stats.coverage.per_bucket()
-    axes.bar(range(len(rows_)), [100 * share for _, _, share in rows_])
-    axes.set_xticks(range(len(rows_)),
-                    [f'{label}\n({n})' for label, n, _ in rows_], fontsize=6)
-    axes.set_ylim(0, 100)
-    axes.set_ylabel('% boxes covered', fontsize=8)
-    axes.set_title(f'anchor coverage at IoU >= {stats.coverage.threshold:g}: '
-                   f'{100 * stats.coverage.covered:.1f}%', fontsize=10)
+    coverage = stats.coverage
+    buckets = coverage.per_bucket()
+    x = np.arange(len(buckets))
+    axes.bar(x - 0.2, [100 * share for _, _, share in buckets], 0.4,
+             label=f'IoU >= {coverage.threshold:g} (positive)')
+    axes.bar(x + 0.2, [100 * share for _, _, share in
+                       coverage.per_bucket(coverage.negative_threshold)], 0.4,
+             label=f'IoU >= {coverage.negative_threshold:g} (negative '
+             'threshold)', alpha=0.6)
+    axes.set_xticks(x, [f'{label}\n({n})' for label, n, _ in buckets],
+                    fontsize=6)
+    axes.set_ylim(0, 125)
+    axes.set_ylabel('% of boxes: best anchor reaches', fontsize=8)
+    axes.legend(fontsize=6, loc='upper center', ncol=2)
+    axes.set_title(f'anchor coverage: {100 * coverage.covered:.1f}% at IoU '
+                   f'>= {coverage.threshold:g}', fontsize=10)
     axes.set_xlabel('box size sqrt(area) at the input (boxes)', fontsize=8)
   for axes in figure.axes:
     axes.tick_params(labelsize=7)

@@ -60,7 +60,8 @@ def log_axis(axes, axis: str = 'x') -> None:
   """A log scale labelled with plain numbers (no overlapping minor labels)."""
   target = axes.xaxis if axis == 'x' else axes.yaxis
   (axes.set_xscale if axis == 'x' else axes.set_yscale)('log')
-  target.set_major_formatter(ticker.ScalarFormatter())
+  target.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+  target.set_major_formatter(ticker.FormatStrFormatter('%g'))
   target.set_minor_formatter(ticker.NullFormatter())
 
 
