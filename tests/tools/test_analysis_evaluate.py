@@ -163,6 +163,8 @@ def test_cli_scores_results_file_and_writes_outputs(files, tmp_path, capsys):
     ({'image_id': 7, 'category_id': 5, 'bbox': [0, 0, 1, 1], 'score': 1},
      'entry 1: category_id 5 is not a category of'),
     ({'image_id': 7, 'category_id': 1, 'score': 1}, 'entry 1: missing bbox'),
+    ({'image_id': 7, 'category_id': 1, 'bbox': [0, 0, 1, 1], 'score': 'hi'},
+     "entry 1: score 'hi' is not a number"),
 ])
 def test_bad_results_entry_is_one_line(files, tmp_path, capsys, entry,
                                        message):

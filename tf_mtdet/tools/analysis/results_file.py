@@ -93,11 +93,13 @@ def load(results_path: str, annotation_file: str) -> ScoredResults:
     raise ValueError(f'{annotation_file}: not a COCO annotation file (needs '
                      '"images" and "categories")')
   dataset.setdefault('annotations', [])
-  by_name = {}
+  by_name, ambiguous = {}, set()
   for image in dataset['images']:
     name = os.path.basename(str(image.get('file_name', '')))
-    if name:
-      by_name.setdefault(name, image['id'])
+    if name in by_name:
+      ambiguous.add(name)
+    elif name:
+      by_name[name] = image['id']
   image_ids = {image['id'] for image in dataset['images']}
   category_ids = {c['id'] for c in dataset['categories']}
 
@@ -121,6 +123,11 @@ def load(results_path: str, annotation_file: str) -> ScoredResults:
         raise _entry_error(results_path, index,
                            f'file_name {entry["file_name"]!r} is not an image '
                            f'of {annotation_file}')
+      if name in ambiguous:
+        raise _entry_error(results_path, index,
+                           f'file_name {entry["file_name"]!r}: several images '
+                           f'of {annotation_file} have that base name, so '
+                           'it names none of them')
       image_id = by_name[name]
     else:
       image_id = eval_utils.image_id(entry['image_id'])
@@ -137,6 +144,9 @@ def load(results_path: str, annotation_file: str) -> ScoredResults:
         not all(isinstance(v, (int, float)) for v in bbox)):
       raise _entry_error(results_path, index,
                          f'bbox {bbox!r} is not [x, y, width, height]')
+    if not isinstance(entry['score'], (int, float)):
+      raise _entry_error(results_path, index,
+                         f'score {entry["score"]!r} is not a number')
     detection = {'image_id': image_id, 'category_id': entry['category_id'],
                  'bbox': [float(v) for v in bbox],
                  'score': float(entry['score']), 'id': len(detections) + 1}
