@@ -340,6 +340,10 @@ def _run_score_results(args: argparse.Namespace, request) -> int:
   if not args.results_json:
     raise ValueError('give --checkpoint (evaluate a model) or --results-json '
                      'with --annotations (score a COCO results file)')
+  if args.metrics:
+    raise ValueError('--metrics chooses the evaluators of a --checkpoint; a '
+                     'results file gets COCO (box, and mask with '
+                     'segmentations) and VOC AP')
   annotations = args.annotations
   if not annotations and args.config:
     annotations = _load_config(args).eval_data.annotation_file
