@@ -13,7 +13,7 @@ out (mmdetection's COCO loader keeps them apart as ignored boxes).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 from pycocotools import mask as mask_api
@@ -155,9 +155,3 @@ def write(png_path: str, matrix: np.ndarray, labels: Sequence[str],
   plot(png_path, matrix, labels, title)
   return csv_path
 
-
-def as_dict(matrix: np.ndarray, labels: Sequence[str]
-            ) -> Mapping[str, Mapping[str, int]]:
-  """{true label: {predicted label: count}}."""
-  return {t: {p: int(v) for p, v in zip(labels, row)}
-          for t, row in zip(labels, matrix)}
