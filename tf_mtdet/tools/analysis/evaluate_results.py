@@ -51,6 +51,8 @@ class Request:
 
 @dataclasses.dataclass
 class Report:
+  """The headline metrics (`AP`..., `mask_AP`..., `voc_mAP@0.5`,
+  `voc07_mAP@0.5`) and the lines naming what was written."""
   metrics: dict[str, float]
   lines: list[str]
 
