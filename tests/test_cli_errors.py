@@ -294,6 +294,14 @@ CASES = [
          r'{w.foreign_tfrecord}: record 0: cannot read or decode it: .*'
          r'Feature: image/encoded \(data type: string\) is required but '
          r'could not be found.'),
+    # analyze-logs
+    Case('analyze_logs_missing_run',
+         lambda w: ['analyze-logs', w.nowhere, '--json'],
+         r'{w.nowhere}: no such run directory'),
+    # data-stats
+    Case('data_stats_foreign_tfrecord',
+         lambda w: ['data-stats', w.foreign_tfrecord],
+         r'PATTERN: {w.foreign_tfrecord}: record 0: .*'),
     # quickstart
     Case('quickstart_workdir_is_a_file',
          lambda w: ['quickstart', '--workdir', w.notes_txt, '--steps', '1'],

@@ -193,11 +193,23 @@ def _add_configs(sub) -> None:
                      '(--config NAME)')
   p.add_argument('--paths', action='store_true',
                  help='print each config file path after its name')
+  p.add_argument('--show', metavar='NAME', help='print this config (a name '
+                 'or a path) merged, after its base: chain and --set, as '
+                 'YAML')
+  p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                 help='with --show: override a value (repeatable)')
   p.set_defaults(func=_run_configs)
 
 
 def _run_configs(args: argparse.Namespace) -> int:
   from tf_mtdet.config import zoo  # pylint: disable=g-import-not-at-top
+  if args.show:
+    from tf_mtdet.config import experiment  # pylint: disable=g-import-not-at-top
+    print(experiment.to_yaml(experiment.load_config(args.show, args.set)),
+          end='')
+    return 0
+  if args.set:
+    raise ValueError('--set needs --show NAME (the config to override)')
   for name in zoo.list_configs():
     print(f'{name}  {zoo.resolve(name)}' if args.paths else name)
   return 0
@@ -254,41 +266,133 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_evaluate(sub) -> None:
   p = sub.add_parser(
       'evaluate', help='metrics of a checkpoint (COCO AP, proposal AR, VOC '
-      'mAP, mIoU: as eval_data.metrics names)')
+      'mAP, mIoU: as eval_data.metrics names), or of a COCO results file',
+      description='With --checkpoint: runs the model on eval_data and '
+      'prints its metrics, writing the detections as COCO results. Without '
+      'it: scores the COCO results file --results-json against '
+      '--annotations (e.g. `predict --json` of a served model). '
+      '--per-class, --confusion-matrix and --pr-curves analyse the '
+      'detections either way.')
   _add_config_args(p)
   p.add_argument('--metrics', help='comma separated, overrides '
                  'eval_data.metrics: coco, proposal_recall, voc, voc07, miou')
-  p.add_argument('--checkpoint', required=True,
+  p.add_argument('--checkpoint',
                  help='checkpoint prefix, or a model dir (latest checkpoint)')
-  p.add_argument('--results-json', help='where to write the COCO results '
-                 '(default: coco_results.json beside the checkpoints)')
+  p.add_argument('--results-json', help='with --checkpoint, where to write '
+                 'the COCO results (default: coco_results.json beside the '
+                 'checkpoints); without, the results file to score')
+  _add_evaluate_analysis_args(p)
   p.set_defaults(func=_run_evaluate)
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
-  config = _load_config(args)
-  from tf_mtdet.training import evaluate  # pylint: disable=g-import-not-at-top
-  checkpoint = evaluate.resolve_checkpoint(args.checkpoint)
-  results = args.results_json or os.path.join(
-      os.path.dirname(checkpoint), 'coco_results.json')
-  metrics = evaluate.evaluate(
-      config, checkpoint, results_path=results,
-      metrics=[m.strip() for m in (args.metrics or '').split(',') if m.strip()],
-      progress=sys.stderr)
-  groups = (('box ', '', ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')),
-            ('mask', 'mask_', ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')),
-            ('proposals', '', ('AR@100', 'AR@1000')),
-            ('VOC07', 'voc07_', ('mAP@0.5',)), ('VOC', 'voc_', ('mAP@0.5',)),
-            ('semantic', '', ('mIoU', 'pixel_accuracy')))
-  for title, prefix, keys in groups:
+def _add_evaluate_analysis_args(p) -> None:
+  p.add_argument('--annotations', help='COCO annotation JSON to score '
+                 '--results-json against (default: eval_data.annotation_file '
+                 'of --config)')
+  p.add_argument('--per-class', action='store_true',
+                 help='print classes by metric (COCO AP/AP50/AP75, mask AP, '
+                 'VOC AP, IoU) and write RESULTS_per_class.csv/.json beside '
+                 'the results file')
+  p.add_argument('--confusion-matrix', metavar='OUT.png',
+                 help='draw the detection confusion matrix (classes + '
+                 'background; counts in OUT.csv)')
+  p.add_argument('--pr-curves', metavar='OUT.png',
+                 help='draw precision-recall curves per class and overall')
+  p.add_argument('--score-threshold', type=float, default=0.3,
+                 help='confusion matrix: detections scoring at least this '
+                 '(default: %(default)s)')
+  p.add_argument('--iou-threshold', type=float, default=0.5,
+                 help='confusion matrix: IoU of a match (default: '
+                 '%(default)s)')
+
+
+def _evaluate_request(args: argparse.Namespace):
+  from tf_mtdet.tools.analysis import evaluate_results  # pylint: disable=g-import-not-at-top
+  request = evaluate_results.Request(
+      per_class=args.per_class, confusion_png=args.confusion_matrix,
+      pr_curves_png=args.pr_curves, score_threshold=args.score_threshold,
+      iou_threshold=args.iou_threshold)
+  request.check()
+  return request
+
+
+_METRIC_GROUPS = (
+    ('box ', '', ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')),
+    ('mask', 'mask_', ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')),
+    ('proposals', '', ('AR@100', 'AR@1000')),
+    ('VOC07', 'voc07_', ('mAP@0.5',)), ('VOC', 'voc_', ('mAP@0.5',)),
+    ('semantic', '', ('mIoU', 'pixel_accuracy')))
+
+
+def _print_metrics(metrics) -> None:
+  for title, prefix, keys in _METRIC_GROUPS:
     # COCOeval's -1: no ground truth of that size in the set.
     shown = [f'{k}=' + (f'{metrics[prefix + k]:.4f}'
                         if metrics[prefix + k] >= 0 else 'n/a')
              for k in keys if prefix + k in metrics]
     if shown:
       print(f'{title} ' + '  '.join(shown))
+
+
+def _run_score_results(args: argparse.Namespace, request) -> int:
+  """evaluate without --checkpoint: scores a COCO results file."""
+  from tf_mtdet.tools.analysis import evaluate_results  # pylint: disable=g-import-not-at-top
+  if not args.results_json:
+    raise ValueError('give --checkpoint (evaluate a model) or --results-json '
+                     'with --annotations (score a COCO results file)')
+  if args.metrics:
+    raise ValueError('--metrics chooses the evaluators of a --checkpoint; a '
+                     'results file gets COCO (box, and mask with '
+                     'segmentations) and VOC AP')
+  annotations = args.annotations
+  if not annotations and args.config:
+    annotations = _load_config(args).eval_data.annotation_file
+  if not annotations:
+    raise ValueError('--results-json without --checkpoint needs '
+                     '--annotations (or a --config with '
+                     'eval_data.annotation_file)')
+  report = evaluate_results.analyze(args.results_json, annotations, request)
+  _print_metrics(report.metrics)
+  for line in report.lines:
+    print(line)
+  return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+  request = _evaluate_request(args)
+  if not args.checkpoint:
+    return _run_score_results(args, request)
+  if args.annotations:
+    raise ValueError('--annotations is for scoring a results file without '
+                     '--checkpoint; a checkpoint is scored against '
+                     'eval_data.annotation_file')
+  config = _load_config(args)
+  from tf_mtdet.training import evaluate  # pylint: disable=g-import-not-at-top
+  checkpoint = evaluate.resolve_checkpoint(args.checkpoint)
+  results = args.results_json or os.path.join(
+      os.path.dirname(checkpoint), 'coco_results.json')
+  metric_names = [m.strip() for m in (args.metrics or '').split(',')
+                  if m.strip()]
+  if request.any:
+    # The analysis reads the detections the COCO evaluator writes.
+    metric_names = metric_names or list(config.eval_data.metrics or ['coco'])
+    if 'coco' not in metric_names:
+      metric_names.append('coco')
+  metrics = evaluate.evaluate(
+      config, checkpoint, results_path=results, metrics=metric_names,
+      progress=sys.stderr)
+  _print_metrics(metrics)
   if os.path.exists(results):
     print(f'COCO results: {results}')
+  if request.any:
+    from tf_mtdet.tools.analysis import evaluate_results  # pylint: disable=g-import-not-at-top
+    from tf_mtdet.tools.analysis import per_class  # pylint: disable=g-import-not-at-top
+    iou = per_class.from_metrics(metrics, 'IoU/')
+    report = evaluate_results.analyze(
+        results, config.eval_data.annotation_file, request,
+        extra_columns={'IoU': iou} if iou else None)
+    for line in report.lines:
+      print(line)
   return 0
 
 
@@ -411,6 +515,84 @@ def _run_show_data(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_analyze_logs(sub) -> None:
+  p = sub.add_parser(
+      'analyze-logs', help='training curves of runs from their TensorBoard '
+      'event files',
+      description='Reads the event files train writes (MODEL_DIR/logs): '
+      'per-step losses as the epoch line names them (total_loss, ...) and '
+      'the evaluation metrics as val_<name> (val_AP, ...), several runs '
+      'overlaid.')
+  p.add_argument('run_dirs', metavar='RUN_DIR', nargs='+',
+                 help='model dirs (or their logs/ folders)')
+  p.add_argument('--keys', help='comma separated series (default: those of '
+                 'total_loss, val_AP, val_mask_AP, val_voc07_mAP@0.5, '
+                 'val_mIoU logged)')
+  p.add_argument('--out', metavar='OUT.png', help='draw the curves')
+  p.add_argument('--json', action='store_true',
+                 help='print {run: {key: [[step, value], ...]}}')
+  p.set_defaults(func=_run_analyze_logs)
+
+
+def _run_analyze_logs(args: argparse.Namespace) -> int:
+  from tf_mtdet.tools.analysis import log_curves  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.tools.analysis import outputs  # pylint: disable=g-import-not-at-top
+  if not args.out and not args.json:
+    raise ValueError('give --out OUT.png (a picture) and/or --json')
+  if args.out:
+    outputs.check_png_path(args.out, '--out')
+  runs = {label: log_curves.read_run(d) for label, d in
+          zip(log_curves.run_labels(args.run_dirs), args.run_dirs)}
+  keys = log_curves.select(
+      runs, [k.strip() for k in (args.keys or '').split(',') if k.strip()])
+  if args.json:
+    print(log_curves.to_json(runs, keys))
+  if args.out:
+    log_curves.plot(args.out, runs, keys)
+    print(f'{", ".join(keys)} of {len(runs)} run(s) drawn to {args.out}',
+          file=sys.stderr if args.json else sys.stdout)
+  return 0
+
+
+def _add_data_stats(sub) -> None:
+  p = sub.add_parser(
+      'data-stats', help='instances per class, boxes per image, box size and '
+      'aspect-ratio histograms of TFRecord shards; anchor coverage of a '
+      'config',
+      description='Reads the boxes of every record (no image is decoded). '
+      'With --config: the share of ground-truth boxes, per size, whose best '
+      "anchor (or SSD prior) reaches the matcher's positive IoU threshold "
+      "at the config's training input size.")
+  p.add_argument('pattern', metavar='PATTERN',
+                 help="shards, e.g. 'data/train-*.tfrecord' (quoted)")
+  _add_config_args(p)
+  p.add_argument('--label-map', help="class names (default: the builder's "
+                 'PREFIX-label_map.json beside the shards)')
+  p.add_argument('--out', metavar='OUT.png', help='draw the histograms '
+                 '(and the coverage per size)')
+  p.add_argument('--json', action='store_true',
+                 help='print the statistics as one JSON object')
+  p.set_defaults(func=_run_data_stats)
+
+
+def _run_data_stats(args: argparse.Namespace) -> int:
+  from tf_mtdet.tools.analysis import data_stats  # pylint: disable=g-import-not-at-top
+  from tf_mtdet.tools.analysis import outputs  # pylint: disable=g-import-not-at-top
+  if args.out:
+    outputs.check_png_path(args.out, '--out')
+  if args.set and not args.config:
+    raise ValueError('--set needs --config (the config to override)')
+  config = _load_config(args) if args.config else None
+  stats = data_stats.data_stats(args.pattern, config, args.label_map,
+                               progress=sys.stderr)
+  print(json.dumps(stats.as_dict()) if args.json else stats.format())
+  if args.out:
+    data_stats.plot(args.out, stats)
+    print(f'histograms: {args.out}', file=sys.stderr if args.json
+          else sys.stdout)
+  return 0
+
+
 def _add_quickstart(sub) -> None:
   p = sub.add_parser(
       'quickstart', help='end to end on generated data: data, TFRecords, '
@@ -461,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
   _add_profile(sub)
   _add_show_data(sub)
   _add_quickstart(sub)
+  _add_analyze_logs(sub)
+  _add_data_stats(sub)
   for command in sub.choices.values():
     # Also after the command; SUPPRESS keeps a --debug given before it.
     command.add_argument('--debug', action='store_true',

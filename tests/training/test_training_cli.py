@@ -66,9 +66,12 @@ def test_evaluate_and_export_cli(shapes_records, tmp_path, capsys):
   assert cli.main(['evaluate', '--config', conftest.TINY_CONFIG,
                    '--checkpoint', model_dir, '--results-json', results,
                    *sets, '--set', 'model.two_stage.detection_generator.'
-                   'pre_nms_score_threshold=0.0']) == 0
+                   'pre_nms_score_threshold=0.0', '--per-class',
+                   '--confusion-matrix', str(tmp_path / 'confusion.png')]) == 0
   out = capsys.readouterr().out
   detections = json.load(open(results))
+  per_class = json.load(open(str(tmp_path / 'results_per_class.json')))
+  assert os.path.exists(str(tmp_path / 'confusion.csv'))
   assert detections and all('segmentation' in d for d in detections)
   gt = COCO(os.path.join(shapes_records, 'shapes_val-annotations.json'))
   for title, iou_type in (('box ', 'bbox'), ('mask', 'segm')):
@@ -80,6 +83,13 @@ def test_evaluate_and_export_cli(shapes_records, tmp_path, capsys):
     for i, key in enumerate(('AP', 'AP50', 'AP75')):
       assert printed[key] == pytest.approx(max(coco_eval.stats[i], 0.0),
                                            abs=6e-5), (title, key)
+    # evaluate --per-class: pycocotools' precision per category.
+    prefix = 'mask_' if iou_type == 'segm' else ''
+    for k, category_id in enumerate(coco_eval.params.catIds):
+      values = coco_eval.eval['precision'][0, :, k, 0, -1]
+      name = gt.cats[category_id]['name']
+      assert per_class['classes'][name][prefix + 'AP50'] == pytest.approx(
+          values[values > -1].mean()), (name, iou_type)
   # export as a command: the next free version (3 beside an existing 2).
   export_dir = str(tmp_path / 'export')
   os.makedirs(os.path.join(export_dir, '2'))

@@ -253,8 +253,13 @@ def _apply_label_map(config: ExperimentConfig) -> None:
         'from the label map)')
 
 
+def to_yaml(config: ExperimentConfig) -> str:
+  """The whole config as YAML, in field order (what `load_config` reads)."""
+  return yaml.safe_dump(config.as_dict(), sort_keys=False)
+
+
 def save_config(config: ExperimentConfig, path: str) -> None:
   tmp = path + '.tmp'
   with open(tmp, 'w', encoding='utf-8') as f:
-    yaml.safe_dump(config.as_dict(), f, sort_keys=False)
+    f.write(to_yaml(config))
   os.replace(tmp, path)

@@ -27,6 +27,27 @@ from tf_mtdet.evaluation import utils
 _MASK_FORMATS = ('auto', 'box', 'image')
 
 
+def category_ap(precision: np.ndarray, category_index: int,
+                iou_index: int | None = None) -> float:
+  """AP of one category from COCOeval's accumulated `precision` array.
+
+  Args:
+    precision: [T, R, K, A, M] `COCOeval.eval['precision']` (IoU thresholds,
+      recall points, categories, area ranges, max detections).
+    category_index: k, the category's position in `params.catIds`.
+    iou_index: one IoU threshold's index (0: 0.5, 5: 0.75 with COCO's
+      thresholds), or None for the mean over all thresholds.
+
+  Returns:
+    The mean precision over recall points (and thresholds) at area 'all' and
+    the largest max detections, as COCOeval's summary averages; -1 when the
+    category has no ground truth.
+  """
+  values = precision[:, :, category_index, 0, -1]
+  if iou_index is not None:
+    values = values[iou_index]
+  values = values[values > -1]
+  return float(values.mean()) if values.size else -1.0
 
 
 class COCOEvaluator(coco_evaluator.COCOEvaluator):
@@ -297,9 +318,6 @@ class COCOEvaluator(coco_evaluator.COCOEvaluator):
     precision = evaluated.eval['precision']
     metrics = {}
     for k, category_id in enumerate(evaluated.params.catIds):
-      values = precision[:, :, k, 0, -1]
-      values = values[values > -1]
       name = self._coco_gt.cats[category_id].get('name', category_id)
-      metrics[f'{prefix}AP/{name}'] = (
-          float(values.mean()) if values.size else -1.0)
+      metrics[f'{prefix}AP/{name}'] = category_ap(precision, k)
     return metrics
