@@ -19,6 +19,7 @@ from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.data.targets import semantic as semantic_targets
 from tf_mtdet.losses import pixel_focal
 from tf_mtdet.modeling import registry
+from tf_mtdet.modeling.heads import datnet_dense_head
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
@@ -135,17 +136,34 @@ def _semantic_losses(part: two_stage_config.SemanticHead, model_cfg,
           outputs[f'{name}/logits'], labels['gt_semantic']))]
 
 
+def build_trunk(part, num_classes: int, model_cfg, l2_regularizer,
+                name: str) -> tf_keras.layers.Layer:
+  """A dense head's trunk by `part.architecture`: 'panoptic_fpn'
+  (`SemanticHead`) or 'datnet' (`DATNetDenseHead`, DATNet Sec. 3.3)."""
+  if part.architecture == 'datnet':
+    return datnet_dense_head.DATNetDenseHead(
+        num_classes=num_classes, min_level=part.levels[0],
+        max_level=part.levels[1], num_filters=part.num_filters,
+        num_fused_convs=part.num_fused_convs,
+        kernel_regularizer=l2_regularizer, name=name)
+  if part.architecture != 'panoptic_fpn':
+    raise ValueError(f"{name}.architecture must be 'panoptic_fpn' or "
+                     f"'datnet', got {part.architecture!r}")
+  norm = model_cfg.norm_activation
+  return SemanticHead(
+      num_classes=num_classes, min_level=part.levels[0],
+      max_level=part.levels[1], num_filters=part.num_filters,
+      num_fused_convs=part.num_fused_convs, use_sync_bn=norm.use_sync_bn,
+      norm_momentum=norm.norm_momentum, norm_epsilon=norm.norm_epsilon,
+      activation=norm.activation, kernel_regularizer=l2_regularizer,
+      name=name)
+
+
 @registry.register(
     'dense_aux_head', 'semantic',
     targets=lambda part, model_cfg: semantic_targets.SemanticTargets(),
     losses=_semantic_losses)
 def build_semantic_head(part: two_stage_config.SemanticHead, model_cfg,
-                        l2_regularizer=None) -> SemanticHead:
-  norm = model_cfg.norm_activation
-  return SemanticHead(
-      num_classes=_num_classes(part, model_cfg), min_level=part.levels[0],
-      max_level=part.levels[1], num_filters=part.num_filters,
-      num_fused_convs=part.num_fused_convs, use_sync_bn=norm.use_sync_bn,
-      norm_momentum=norm.norm_momentum, norm_epsilon=norm.norm_epsilon,
-      activation=norm.activation, kernel_regularizer=l2_regularizer,
-      name='semantic')
+                        l2_regularizer=None) -> tf_keras.layers.Layer:
+  return build_trunk(part, _num_classes(part, model_cfg), model_cfg,
+                     l2_regularizer, 'semantic')
