@@ -7,7 +7,8 @@ from tf_mtdet.data.targets import base
 class SemanticTargets(base.TargetGenerator):
   """`gt_semantic` [padded_h, padded_w] int32 at the output size (padding and
   unlabelled pixels = the ignore label), in training and evaluation. A head
-  predicting at a coarser stride resizes its logits up to it in its loss."""
+  predicting at stride s upsamples its logits by exactly s in its loss
+  (a target at any other size is an error)."""
 
   needs = frozenset({augment.SEMANTIC})
 

@@ -68,6 +68,13 @@ class DATNetDenseHead(tf_keras.layers.Layer):
     del training
     cfg = self._config_dict
     fused = None
+    channels = features[str(cfg['min_level'])].shape[-1]
+    if channels is not None and channels != cfg['num_filters']:
+      # The finest level joins the sum as it is (no conv).
+      raise ValueError(
+          f'{self.name}: num_filters is {cfg["num_filters"]} but pyramid '
+          f'level {cfg["min_level"]} has {channels} channels; they must be '
+          'equal')
     for level in range(cfg['min_level'], cfg['max_level'] + 1):
       x = features[str(level)]
       for i, conv in enumerate(self._upsampling_convs[str(level)]):

@@ -34,7 +34,7 @@ def _losses(part: two_stage_config.DistanceTransformHead, model_cfg
       lambda outputs, labels: pixel_focal.categorical_focal_loss(
           outputs[f'{NAME}/logits'], labels['gt_distance_transform'],
           gamma=part.focal_gamma,
-          alpha_background=part.focal_alpha_background))]
+          alpha_background=part.focal_alpha_background, name=NAME))]
 
 
 @registry.register('dense_aux_head', NAME, targets=_targets, losses=_losses)

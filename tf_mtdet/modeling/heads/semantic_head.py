@@ -91,19 +91,23 @@ class SemanticHead(tf_keras.layers.Layer):
 
 
 def pixel_cross_entropy(logits: tf.Tensor, labels: tf.Tensor,
-                        ignore_label: int = 255) -> tf.Tensor:
+                        ignore_label: int = 255, upsample: int = 1,
+                        name: str = 'semantic') -> tf.Tensor:
   """Mean softmax cross-entropy over labelled pixels.
 
   Args:
-    logits: [B, h, w, K], resized bilinearly to the labels' size.
-    labels: [B, H, W] int class ids; `ignore_label` pixels do not count.
+    logits: [B, h, w, K].
+    labels: [B, h * upsample, w * upsample] int class ids; `ignore_label`
+      pixels do not count.
     ignore_label: Label of pixels without a class.
+    upsample: The labels' resolution over the logits' (the logits are
+      upsampled bilinearly by it; any other size is an error).
+    name: The loss, for the error message.
 
   Returns:
     Scalar loss (0 when no pixel is labelled).
   """
-  logits = tf.image.resize(tf.cast(logits, tf.float32), tf.shape(labels)[1:3],
-                           method='bilinear')
+  logits = pixel_focal.logits_at_label_size(logits, labels, upsample, name)
   valid = tf.not_equal(labels, ignore_label)
   safe = tf.where(valid, labels, 0)
   per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, logits)
@@ -119,6 +123,9 @@ def _num_classes(part: two_stage_config.SemanticHead, model_cfg) -> int:
 def _semantic_losses(part: two_stage_config.SemanticHead, model_cfg,
                      name: str = 'semantic') -> list[registry.LossTerm]:
   del model_cfg
+  # The target (`SemanticTargets`) is at the output size, the logits at the
+  # head's stride 2**levels[0].
+  upsample = 2**part.levels[0]
   if part.loss == 'focal':
     # DATNet's focal-style categorical loss (Eqn. 1-2).
     return [registry.LossTerm(
@@ -126,14 +133,16 @@ def _semantic_losses(part: two_stage_config.SemanticHead, model_cfg,
         lambda outputs, labels: pixel_focal.categorical_focal_loss(
             outputs[f'{name}/logits'], labels['gt_semantic'],
             gamma=part.focal_gamma,
-            alpha_background=part.focal_alpha_background))]
+            alpha_background=part.focal_alpha_background,
+            upsample=upsample, name=name))]
   if part.loss != 'cross_entropy':
     raise ValueError(f"semantic head loss must be 'cross_entropy' or "
                      f"'focal', got {part.loss!r}")
   return [registry.LossTerm(
       name, part.loss_weight,
       lambda outputs, labels: pixel_cross_entropy(
-          outputs[f'{name}/logits'], labels['gt_semantic']))]
+          outputs[f'{name}/logits'], labels['gt_semantic'], upsample=upsample,
+          name=name))]
 
 
 def build_trunk(part, num_classes: int, model_cfg, l2_regularizer,
