@@ -43,7 +43,7 @@ def test_datnet_total_is_the_weighted_sum_of_its_terms():
   got = {k: float(v) for k, v in loss({}, {}).items()}
   # 0.5 * (1.5*1 + 2.5*2 + 3.5*3 + 4.5*4 + 5.5*5 + 0.75*6 + 0*7)
   #   = 0.5 * (1.5 + 5 + 10.5 + 18 + 27.5 + 4.5) = 33.5
-  np.testing.assert_allclose(got["model_loss"], 33.5, rtol=1e-6)
+  np.testing.assert_allclose(got['model_loss'], 33.5, rtol=1e-6)
   # A weight-0 term is still reported, with its own value.
   assert got['semantic_loss'] == 7.0
   assert set(got) == {f'{n}_loss' for n in WEIGHTS} | {'model_loss'}

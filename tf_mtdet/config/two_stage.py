@@ -47,17 +47,26 @@ class MSFEMFPN(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class PlainFPN(hyperparams.Config):
+  """maskrcnn-benchmark's FPN (DATNet): no normalisation, P6 = P5 subsampled."""
+  num_filters: int = 256
+
+
+@dataclasses.dataclass
 class Neck(decoders.Decoder):
   """The neck: Model Garden decoders ('fpn', ...) plus ours, picked by `type`.
 
   Our necks register with Model Garden's decoder registry and add their config
   field here, so `decoders.factory.build_decoder` builds either:
-  'bu_fpn' (BU-FPN / BUF-FPN), 'sa_fpn' (SA-FPN / TD-FPN add BUF-FPN).
+  'bu_fpn' (BU-FPN / BUF-FPN), 'sa_fpn' (SA-FPN / TD-FPN add BUF-FPN),
+  'msfem_fpn' (CoMask's MFPN), 'plain_fpn' (no normalisation, P6 = P5
+  subsampled: DATNet's maskrcnn-benchmark FPN).
   """
   type: str = 'fpn'
   bu_fpn: BottomUpFPN = dataclasses.field(default_factory=BottomUpFPN)
   sa_fpn: ScaleAwareFPN = dataclasses.field(default_factory=ScaleAwareFPN)
   msfem_fpn: MSFEMFPN = dataclasses.field(default_factory=MSFEMFPN)
+  plain_fpn: PlainFPN = dataclasses.field(default_factory=PlainFPN)
 
 
 @dataclasses.dataclass
