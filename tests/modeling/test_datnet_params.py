@@ -17,6 +17,7 @@ from tests import conftest as root
 from tf_mtdet.config import experiment
 from tf_mtdet.modeling import factory  # noqa: F401  # registers the parts
 from tf_mtdet.modeling import registry
+from official.vision.modeling.decoders import factory as decoder_factory
 
 CONFIGS = os.path.join(root.REPO_ROOT, 'configs', 'datnet')
 C = 81
@@ -40,17 +41,23 @@ def _bottleneck(cin, f, projection):
 
 RES5 = _bottleneck(1024, 512, True) + 2 * _bottleneck(2048, 512, False)
 CLS_BOX = 2048 * C + C + 2048 * 4 * C + 4 * C
-LIGHT_MASK = ((1024 * 9 * F + F) + 3 * CONV3 + 4 * BN +   # 4 convs + BN
-              (4 * F * F + F) + BN + (F * C + C))        # deconv + BN, 1x1
-HEAVY_MASK = (4 * 2048 * F + F) + (F * C + C)  # deconv, 1x1 (Fig. 4)
-# Mask R-CNN R50-FPN at 81 classes and its 2fc box / 4conv mask heads,
-# which DATNet replaces (the README's table).
-MASK_RCNN = 45_002_549
-MR_BOX_MASK = 14_314_901 + 2_646_097  # 2fc box head + 4conv mask head
-MASK_RCNN_X101 = MASK_RCNN + 86_742_336 - 23_508_032  # 108,236,853
+# maskrcnn-benchmark's mask heads (`conv_deconv`, no norm): Light 4 conv3x3
+# (the first on MSPwA's 1024 channels) + deconv + 1x1; Heavy deconv + 1x1.
+LIGHT_MASK = (1024 * 9 * F + F) + 3 * CONV3 + (4 * F * F + F) + (F * C + C)
+HEAVY_MASK = (4 * 2048 * F + F) + (F * C + C)  # (Fig. 4)
+# Body = ResNet-50 + FPN + RPN head. Model Garden's Mask R-CNN R50-FPN is
+# 45,002,549 (2fc box head 14,314,901, 4conv mask head with BN 2,646,097);
+# DATNet's rows use maskrcnn-benchmark's FPN (`plain_fpn`: no norm, P6 a
+# max pool: 4 laterals + 4 conv3x3) for Model Garden's 3,937,024.
+PLAIN_FPN = (256 + 512 + 1024 + 2048) * F + 4 * F + 4 * CONV3
+BODY = 45_002_549 - 14_314_901 - 2_646_097 - 3_937_024 + PLAIN_FPN
+MR_MASK = 256 * 9 * F + F + 3 * CONV3 + (4 * F * F + F) + (F * C + C)
+MASK_RCNN = BODY + 14_314_901 + MR_MASK  # DATNet's baseline row
+# ../mask_rcnn/mask_rcnn_x101_32x8d_fpn_1x_coco.yaml (Model Garden's FPN).
+MASK_RCNN_X101 = 45_002_549 + 86_742_336 - 23_508_032  # 108,236,853
 # `tf-mtdet profile --json` totals (README Table 7), by part below.
-LIGHT_R50 = 62_873_866
-HEAVY_R50 = 60_444_362
+LIGHT_R50 = 62_278_666
+HEAVY_R50 = 59_851_722
 
 
 def _count(layer) -> int:
@@ -77,6 +84,15 @@ def _dense_heads(cfg) -> int:
 
 def test_light_r50_parts():
   cfg = _parts('datnet_light_r50_fpn_1x_coco.yaml')
+  fpn = decoder_factory.build_decoder(
+      {str(l): tf.TensorShape([None, 64 // 2**l, 64 // 2**l, 64 * 2**l])
+       for l in range(2, 6)}, cfg)
+  assert _count(fpn) == PLAIN_FPN == 3_344_384
+  baseline = _parts('mask_rcnn_r50_fpn_1x_coco.yaml')
+  mask = registry.build('mask_head', 'conv_deconv', baseline, None)
+  mask([tf.zeros([1, 1, 14, 14, 256]), tf.zeros([1, 1], tf.int32)])
+  assert _count(mask) == MR_MASK
+  assert MASK_RCNN == 44_407_349  # the README's Table 7 figure (profiling)
   assert _dense_heads(cfg) == DT_HEAD + SEMANTIC_HEAD == 14_357_845
   box = registry.build('box_head', 'res5', cfg, None)
   box(tf.zeros([1, 1, 7, 7, 1024]))
@@ -84,10 +100,10 @@ def test_light_r50_parts():
   pooler = registry.build('roi_pooler', 'multi_scale_attention', cfg)
   pooler.attention(tf.zeros([1, 1, 7, 7, 1024]))
   assert _count(pooler) == SE
-  mask = registry.build('mask_head', 'fcn', cfg, None)
+  mask = registry.build('mask_head', 'conv_deconv', cfg, None)
   mask([tf.zeros([1, 1, 14, 14, 1024]), tf.zeros([1, 1], tf.int32)])
   assert _count(mask) == LIGHT_MASK
-  light = (MASK_RCNN - MR_BOX_MASK + DT_HEAD + SEMANTIC_HEAD + 2 * SE +
+  light = (BODY + DT_HEAD + SEMANTIC_HEAD + 2 * SE +
            RES5 + CLS_BOX + LIGHT_MASK)
   assert light == LIGHT_R50  # the README's Table 7 figure (profiling)
   assert abs(light / 62.3e6 - 1) < 0.02
@@ -102,11 +118,11 @@ def test_heavy_r50_parts():
   box = registry.build('box_head', 'avg_pool', cfg, None)
   box(tf.zeros([1, 1, 7, 7, 2048]))
   assert _count(box) == CLS_BOX
-  mask = registry.build('mask_head', 'deconv_conv', cfg, None)
+  mask = registry.build('mask_head', 'conv_deconv', cfg, None)
   logits = mask([tf.zeros([1, 1, 7, 7, 2048]), tf.zeros([1, 1], tf.int32)])
   assert logits.shape == (1, 1, 14, 14)
   assert _count(mask) == HEAVY_MASK
-  heavy = (MASK_RCNN - MR_BOX_MASK + DT_HEAD + SEMANTIC_HEAD + SE + RES5 +
+  heavy = (BODY + DT_HEAD + SEMANTIC_HEAD + SE + RES5 +
            CLS_BOX + HEAVY_MASK)
   assert heavy == HEAVY_R50
   assert abs(heavy / 59.9e6 - 1) < 0.02
@@ -131,13 +147,13 @@ def test_x101_heads_use_a_resnext_res5():
   delta = (86_742_336 - 23_508_032) + res5x - RES5
   assert delta / 1e6 == pytest.approx(76.9, abs=0.15)
   # Light / Heavy X101 (README Table 7).
-  assert LIGHT_R50 + delta == 139_889_162
-  assert HEAVY_R50 + delta == 137_459_658
+  assert LIGHT_R50 + delta == 139_293_962
+  assert HEAVY_R50 + delta == 136_867_018
 
 
 @pytest.mark.parametrize('ours, paper', [
     (MASK_RCNN, 44.4e6), (LIGHT_R50, 62.3e6), (HEAVY_R50, 59.9e6),
-    (MASK_RCNN_X101, 107.4e6), (139_889_162, 139.2e6),
-    (137_459_658, 136.8e6)])
+    (MASK_RCNN_X101, 107.4e6), (139_293_962, 139.2e6),
+    (136_867_018, 136.8e6)])
 def test_every_table_7_row_within_two_percent(ours, paper):
   assert abs(ours / paper - 1) < 0.02
