@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tests import conftest as root
 from tf_mtdet.config import experiment
-from tf_mtdet.modeling import factory  # noqa: F401  # registers the parts
+from tf_mtdet.modeling import factory
 from tf_mtdet.modeling import registry
 from official.vision.modeling.decoders import factory as decoder_factory
 
@@ -45,19 +45,22 @@ CLS_BOX = 2048 * C + C + 2048 * 4 * C + 4 * C
 # (the first on MSPwA's 1024 channels) + deconv + 1x1; Heavy deconv + 1x1.
 LIGHT_MASK = (1024 * 9 * F + F) + 3 * CONV3 + (4 * F * F + F) + (F * C + C)
 HEAVY_MASK = (4 * 2048 * F + F) + (F * C + C)  # (Fig. 4)
-# Body = ResNet-50 + FPN + RPN head. Model Garden's Mask R-CNN R50-FPN is
-# 45,002,549 (2fc box head 14,314,901, 4conv mask head with BN 2,646,097);
-# DATNet's rows use maskrcnn-benchmark's FPN (`plain_fpn`: no norm, P6 a
-# max pool: 4 laterals + 4 conv3x3) for Model Garden's 3,937,024.
+# Body = ResNet-50 + FPN + RPN head, as DATNet's rows build them (no norm):
+# maskrcnn-benchmark's FPN (`plain_fpn`: 4 laterals + 4 conv3x3, P6 a max
+# pool; Model Garden's FPN is 3,937,024) and RPN head (conv3x3, 3 scores and
+# 12 box deltas per cell; Model Garden's adds 5 x 512 norm weights).
 PLAIN_FPN = (256 + 512 + 1024 + 2048) * F + 4 * F + 4 * CONV3
-BODY = 45_002_549 - 14_314_901 - 2_646_097 - 3_937_024 + PLAIN_FPN
+RPN = CONV3 + (F * 3 + 3) + (F * 12 + 12)
+BODY = 23_508_032 + PLAIN_FPN + RPN
+TWO_FC = (F * 49 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * C + C) + (
+    1024 * 4 * C + 4 * C)
 MR_MASK = 256 * 9 * F + F + 3 * CONV3 + (4 * F * F + F) + (F * C + C)
-MASK_RCNN = BODY + 14_314_901 + MR_MASK  # DATNet's baseline row
+MASK_RCNN = BODY + TWO_FC + MR_MASK  # DATNet's baseline row
 # ../mask_rcnn/mask_rcnn_x101_32x8d_fpn_1x_coco.yaml (Model Garden's FPN).
 MASK_RCNN_X101 = 45_002_549 + 86_742_336 - 23_508_032  # 108,236,853
 # `tf-mtdet profile --json` totals (README Table 7), by part below.
-LIGHT_R50 = 62_278_666
-HEAVY_R50 = 59_851_722
+LIGHT_R50 = 62_276_106
+HEAVY_R50 = 59_849_162
 
 
 def _count(layer) -> int:
@@ -92,7 +95,13 @@ def test_light_r50_parts():
   mask = registry.build('mask_head', 'conv_deconv', baseline, None)
   mask([tf.zeros([1, 1, 14, 14, 256]), tf.zeros([1, 1], tf.int32)])
   assert _count(mask) == MR_MASK
-  assert MASK_RCNN == 44_407_349  # the README's Table 7 figure (profiling)
+  rpn = factory.build_rpn_head(baseline, None)
+  rpn({str(l): tf.zeros([1, 2, 2, F]) for l in range(2, 7)})
+  assert _count(rpn) == RPN
+  box = registry.build('box_head', 'fc', baseline, None)
+  box(tf.zeros([1, 1, 7, 7, F]))
+  assert _count(box) == TWO_FC
+  assert MASK_RCNN == 44_400_693  # the README's Table 7 figure (profiling)
   assert _dense_heads(cfg) == DT_HEAD + SEMANTIC_HEAD == 14_357_845
   box = registry.build('box_head', 'res5', cfg, None)
   box(tf.zeros([1, 1, 7, 7, 1024]))
@@ -147,13 +156,13 @@ def test_x101_heads_use_a_resnext_res5():
   delta = (86_742_336 - 23_508_032) + res5x - RES5
   assert delta / 1e6 == pytest.approx(76.9, abs=0.15)
   # Light / Heavy X101 (README Table 7).
-  assert LIGHT_R50 + delta == 139_293_962
-  assert HEAVY_R50 + delta == 136_867_018
+  assert LIGHT_R50 + delta == 139_291_402
+  assert HEAVY_R50 + delta == 136_864_458
 
 
 @pytest.mark.parametrize('ours, paper', [
     (MASK_RCNN, 44.4e6), (LIGHT_R50, 62.3e6), (HEAVY_R50, 59.9e6),
-    (MASK_RCNN_X101, 107.4e6), (139_293_962, 139.2e6),
-    (136_867_018, 136.8e6)])
+    (MASK_RCNN_X101, 107.4e6), (139_291_402, 139.2e6),
+    (136_864_458, 136.8e6)])
 def test_every_table_7_row_within_two_percent(ours, paper):
   assert abs(ours / paper - 1) < 0.02

@@ -76,11 +76,25 @@ class BoxHead(maskrcnn_cfg.DetectionHead):
   Attributes:
     type: Builder name; 'fc' is Model Garden's `DetectionHead` (num_convs
       convs then num_fcs FCs, so '4conv1fc' is num_convs=4, num_fcs=1).
+    use_norm: 'fc': batch norm after each conv and FC (Model Garden's); off:
+      none (maskrcnn-benchmark's, DATNet).
   """
   type: str = 'fc'
   num_convs: int = 0
   num_fcs: int = 2
   fc_dims: int = 1024
+  use_norm: bool = True
+
+
+@dataclasses.dataclass
+class RPNHead(maskrcnn_cfg.RPNHead):
+  """Model Garden's RPN head config.
+
+  Attributes:
+    use_norm: Batch norm after each conv (Model Garden's); off: none
+      (maskrcnn-benchmark's, DATNet).
+  """
+  use_norm: bool = True
 
 
 @dataclasses.dataclass
@@ -355,6 +369,7 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
   backbone: tf_mtdet_backbones.Backbone = dataclasses.field(
       default_factory=lambda: tf_mtdet_backbones.Backbone(
           type='resnet', resnet=backbones.ResNet(model_id=50)))
+  rpn_head: RPNHead = dataclasses.field(default_factory=RPNHead)
   detection_head: BoxHead = dataclasses.field(default_factory=BoxHead)
   mask_head: MaskHead = dataclasses.field(default_factory=MaskHead)
   roi_aligner: RoIPooler = dataclasses.field(default_factory=RoIPooler)
