@@ -6,18 +6,20 @@ paper: "the layers are shared across all FPN scales"). The parameter-free
 'sum' is `feature_fusion.SumFusion`.
 """
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
 
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.modeling import feature_fusion
+from tf_mtdet.modeling import layer_config
 from tf_mtdet.modeling import registry
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
-class ConvSumFusion(tf_keras.layers.Layer):
+class ConvSumFusion(layer_config.RegularizedLayerConfig,
+                    tf_keras.layers.Layer):
   """`SumFusion`, then `num_convs` shared conv3x3 + ReLU on every fused
   level (`levels`; the others pass unchanged).
 
@@ -55,20 +57,6 @@ class ConvSumFusion(tf_keras.layers.Layer):
           value = conv(value)
       out[level] = value
     return out
-
-  def get_config(self) -> Mapping[str, Any]:
-    config = dict(self._config_dict)
-    config['kernel_regularizer'] = tf_keras.regularizers.serialize(
-        config['kernel_regularizer']) if config['kernel_regularizer'] else None
-    return {**super().get_config(), **config}
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    if config.get('kernel_regularizer'):
-      config['kernel_regularizer'] = tf_keras.regularizers.deserialize(
-          config['kernel_regularizer'])
-    return cls(**config)
 
 
 def _build(part: two_stage_config.ConvSumFusion, model_cfg,

@@ -12,10 +12,12 @@ x2]; no normalisation is named, none is used. Both the DT and the semantic
 head are this trunk with their own weights (`architecture: datnet`).
 """
 
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 import tensorflow as tf
 import tf_keras
+
+from tf_mtdet.modeling import layer_config
 
 
 def _conv(filters: int, name: str, kernel_initializer,
@@ -26,7 +28,8 @@ def _conv(filters: int, name: str, kernel_initializer,
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
-class DATNetDenseHead(tf_keras.layers.Layer):
+class DATNetDenseHead(layer_config.RegularizedLayerConfig,
+                      tf_keras.layers.Layer):
   """Pyramid {level: [B, H_l, W_l, C]} -> `logits` [B, H_min, W_min, K] and
   `fusion_features` F [B, H_min, W_min, num_filters].
 
@@ -85,17 +88,3 @@ class DATNetDenseHead(tf_keras.layers.Layer):
     for conv in self._fused_convs:
       fused = tf.nn.relu(conv(fused))
     return {'logits': self._classifier(fused), 'fusion_features': fused}
-
-  def get_config(self) -> Mapping[str, Any]:
-    config = dict(self._config_dict)
-    config['kernel_regularizer'] = tf_keras.regularizers.serialize(
-        config['kernel_regularizer']) if config['kernel_regularizer'] else None
-    return {**super().get_config(), **config}
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    if config.get('kernel_regularizer'):
-      config['kernel_regularizer'] = tf_keras.regularizers.deserialize(
-          config['kernel_regularizer'])
-    return cls(**config)

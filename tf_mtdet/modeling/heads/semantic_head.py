@@ -8,7 +8,7 @@ A registered 'dense_aux_head' that owns its target (the semantic map) and its
 loss (pixel softmax cross-entropy, ignore label skipped).
 """
 
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 import tensorflow as tf
 import tf_keras
@@ -18,12 +18,14 @@ from official.modeling import tf_utils
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.data.targets import semantic as semantic_targets
 from tf_mtdet.losses import pixel_focal
+from tf_mtdet.modeling import layer_config
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling.heads import datnet_dense_head
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
-class SemanticHead(tf_keras.layers.Layer):
+class SemanticHead(layer_config.RegularizedLayerConfig,
+                   tf_keras.layers.Layer):
   """Pyramid {level: [B, H_l, W_l, C]} -> `logits` [B, H_min, W_min, K] and
   `fusion_features` [B, H_min, W_min, num_filters]."""
 
@@ -74,20 +76,6 @@ class SemanticHead(tf_keras.layers.Layer):
     for conv in self._fused_convs:
       fused = self._activation(conv(fused))
     return {'logits': self._classifier(fused), 'fusion_features': fused}
-
-  def get_config(self) -> Mapping[str, Any]:
-    config = dict(self._config_dict)
-    config['kernel_regularizer'] = tf_keras.regularizers.serialize(
-        config['kernel_regularizer']) if config['kernel_regularizer'] else None
-    return {**super().get_config(), **config}
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    if config.get('kernel_regularizer'):
-      config['kernel_regularizer'] = tf_keras.regularizers.deserialize(
-          config['kernel_regularizer'])
-    return cls(**config)
 
 
 def pixel_cross_entropy(logits: tf.Tensor, labels: tf.Tensor,
