@@ -32,7 +32,7 @@ from tf_mtdet.training import train
 
 def test_tiny_datnet_trains_on_two_replicas_evaluates_exports_serves(
     shapes_records, tmp_path):
-  # The heads' 1x1 classifiers start near uniform (stddev 0.01) and the focal
+  # The heads' classifiers start near uniform (stddev 0.01) and the focal
   # loss is flat there: weight 1 (not the paper's 0.25) and a 1-step warmup
   # make 12 steps enough to see both losses fall.
   # Levels 2-4: the lean pyramid (conftest.LEAN_TWO_STAGE).
