@@ -50,17 +50,22 @@ def test_pooler_pools_every_level_for_every_box():
   pooler = registry.build('roi_pooler', 'multi_scale_attention', cfg)
   out = pooler(features, boxes)
   assert out.shape == (1, 2, 7, 7, 4 * channels)  # P2-P5 only, not P6
-  # Attention open (sigmoid(50) = 1) to read the concatenated crops.
+  # Excitation fixed per level block (W2 = 0, bias logit(w)): the pooler's
+  # output is the concatenated crops times w, so attention that is computed
+  # but not applied (or applied to the wrong channels) fails; 1 would not.
   kernel_1, bias_1, kernel_2, bias_2 = pooler.attention.get_weights()
   assert kernel_1.shape == (32, 8) and kernel_2.shape == (8, 32)
+  block_weights = np.array([0.2, 0.4, 0.6, 0.8], np.float32)
+  logits = np.log(block_weights / (1 - block_weights))
   pooler.attention.set_weights([kernel_1, bias_1, 0 * kernel_2,
-                                50 + 0 * bias_2])
+                                np.repeat(logits, channels)])
   out = pooler(features, boxes).numpy()
   for i, (x1, x2) in enumerate([(20., 44.), (24., 36.)]):
     expected_x = x1 + (np.arange(7) + 0.5) * (x2 - x1) / 7
     for block in range(4):
       np.testing.assert_allclose(
-          out[0, i, 3, :, block * channels], expected_x, rtol=1e-4)
+          out[0, i, 3, :, block * channels],
+          block_weights[block] * expected_x, rtol=1e-4)
 
 
 def test_mask_pooler_registration_uses_the_mask_crop_size():

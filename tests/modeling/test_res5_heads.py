@@ -48,15 +48,19 @@ def test_avg_pool_box_head_averages():
       rtol=1e-5, atol=1e-6)
 
 
-def test_deconv_mask_head_doubles_the_size_and_picks_the_class():
+def test_conv_deconv_mask_head_doubles_the_size_and_picks_the_class():
   cfg = _cfg()
   cfg.mask_head.num_filters, cfg.mask_head.num_convs = 8, 2
-  head = registry.build('mask_head', 'deconv_conv', cfg, None)
+  head = registry.build('mask_head', 'conv_deconv', cfg, None)
   x = tf.random.normal([2, 3, 7, 7, 32])
   classes = tf.constant([[1, 2, 4], [0, 3, 3]])
   masks = head([x, classes])
   assert masks.shape == (2, 3, 14, 14)
   assert len(head._convs) == 2  # pylint: disable=protected-access
+  # maskrcnn-benchmark's order: the convs on the pooled RoI (C = 32 in),
+  # then the upsampling; no normalisation.
+  assert head._convs[0].kernel.shape == (3, 3, 32, 8)  # pylint: disable=protected-access
+  assert not head.non_trainable_weights
   # Every class's map, then the RoI's class: compare with class 4 for RoI 2.
   all_classes = head([x, tf.fill([2, 3], 4)])
   np.testing.assert_allclose(masks[0, 2].numpy(), all_classes[0, 2].numpy(),
@@ -73,7 +77,7 @@ def test_roi_trunk_is_shared_by_box_and_mask_branches():
   cfg.roi_aligner.crop_size = 14
   cfg.mask_roi_aligner.type = 'multi_scale_attention'
   cfg.detection_head.type = 'avg_pool'
-  cfg.mask_head.type = 'deconv_conv'
+  cfg.mask_head.type = 'conv_deconv'
   cfg.roi_trunk.type = 'res5'
   model = factory.build_two_stage_model(cfg)
   assert model.roi_aligner is model.mask_roi_aligner

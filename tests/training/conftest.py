@@ -51,6 +51,7 @@ def tiny_overrides(records: str, **extra) -> list[str]:
           records, 'shapes_val-annotations.json'),
       'train_data.label_map': os.path.join(records, 'shapes_train-label_map.json'),
       'train_data.parser.aug_rand_hflip': 'false',
+      'train_data.parser.color_jitter': '0',
       'train_data.parser.aug_scale_min': '1.0',
       'train_data.parser.aug_scale_max': '1.0',
       'train_data.shuffle_buffer_size': '1',

@@ -32,13 +32,14 @@ from tf_mtdet.training import train
 
 def test_tiny_datnet_trains_on_two_replicas_evaluates_exports_serves(
     shapes_records, tmp_path):
-  # The heads' 1x1 classifiers start near uniform (stddev 0.01) and the focal
+  # The heads' classifiers start near uniform (stddev 0.01) and the focal
   # loss is flat there: weight 1 (not the paper's 0.25) and a 1-step warmup
   # make 12 steps enough to see both losses fall.
   # Levels 2-4: the lean pyramid (conftest.LEAN_TWO_STAGE).
   heads = ('[{type: distance_transform, distance_transform: {num_filters: 64, '
            'loss_weight: 1.0, levels: [2, 4]}}, {type: semantic, semantic: '
-           '{num_filters: 64, loss: focal, loss_weight: 1.0, levels: [2, 4]}}]')
+           '{architecture: datnet, num_filters: 64, loss: focal, '
+           'loss_weight: 1.0, levels: [2, 4]}}]')
   overrides = conftest.tiny_overrides(shapes_records, **{
       'schedule.total_steps': 12, 'schedule.steps_per_epoch': 4,
       'schedule.warmup_steps': 1, 'train_data.global_batch_size': 4,
@@ -84,35 +85,39 @@ def test_tiny_datnet_trains_on_two_replicas_evaluates_exports_serves(
 # Each row's switches: (dense heads, fusion, box pooler, box crop, box head,
 # RoI trunk, mask head, backbone, epochs, MST, metrics, include_mask).
 LIGHT = ('distance_transform+semantic', 'sum', 'multi_scale_attention', 7,
-         'res5', '', 'fcn')
+         'res5', '', 'conv_deconv')
 HEAVY = ('distance_transform+semantic', 'sum', 'multi_scale_attention', 14,
-         'avg_pool', 'res5', 'deconv_conv')
-MR = ('', None, 'level_assigned', 7, 'fc', '', 'fcn')
+         'avg_pool', 'res5', 'conv_deconv')
+MR = ('', None, 'level_assigned', 7, 'fc', '', 'conv_deconv')
+# The tiny models keep Model Garden's mask head (BN, trained from scratch).
+TINY_ROW = (*LIGHT[:-1], 'fcn')
 TABLE_ROWS = {
+    # Table 2 / 3 baseline (and Table 7 Mask R-CNN R50)
+    'mask_rcnn_r50_fpn_1x_coco.yaml': (*MR, 'resnet', 12, False, [], True),
     # Table 2
     'mask_rcnn_r50_fpn_dt_1x_coco.yaml': (
-        'distance_transform', 'sum', 'level_assigned', 7, 'fc', '', 'fcn',
+        'distance_transform', 'sum', 'level_assigned', 7, 'fc', '', 'conv_deconv',
         'resnet', 12, False, [], True),
     'mask_rcnn_r50_fpn_semantic_1x_coco.yaml': (
-        'semantic', 'sum', 'level_assigned', 7, 'fc', '', 'fcn', 'resnet', 12,
+        'semantic', 'sum', 'level_assigned', 7, 'fc', '', 'conv_deconv', 'resnet', 12,
         False, [], True),
     'mask_rcnn_r50_fpn_dt_semantic_1x_coco.yaml': (
         'distance_transform+semantic', 'sum', 'level_assigned', 7, 'fc', '',
-        'fcn', 'resnet', 12, False, [], True),
+        'conv_deconv', 'resnet', 12, False, [], True),
     # Table 3
     'mask_rcnn_r50_fpn_4conv1fc_1x_coco.yaml': (*MR, 'resnet', 12, False, [],
                                                 True),
     'mask_rcnn_r50_fpn_res5_1x_coco.yaml': (
-        '', None, 'level_assigned', 7, 'res5', '', 'fcn', 'resnet', 12, False,
+        '', None, 'level_assigned', 7, 'res5', '', 'conv_deconv', 'resnet', 12, False,
         [], True),
     'mask_rcnn_r50_fpn_mspwa_2fc_1x_coco.yaml': (
-        '', None, 'multi_scale_attention', 7, 'fc', '', 'fcn', 'resnet', 12,
+        '', None, 'multi_scale_attention', 7, 'fc', '', 'conv_deconv', 'resnet', 12,
         False, [], True),
     'mask_rcnn_r50_fpn_mspwa_4conv1fc_1x_coco.yaml': (
-        '', None, 'multi_scale_attention', 7, 'fc', '', 'fcn', 'resnet', 12,
+        '', None, 'multi_scale_attention', 7, 'fc', '', 'conv_deconv', 'resnet', 12,
         False, [], True),
     'mask_rcnn_r50_fpn_mspwa_res5_1x_coco.yaml': (
-        '', None, 'multi_scale_attention', 7, 'res5', '', 'fcn', 'resnet', 12,
+        '', None, 'multi_scale_attention', 7, 'res5', '', 'conv_deconv', 'resnet', 12,
         False, [], True),
     # Table 4 (and Table 1/7 R50)
     'datnet_light_r50_fpn_1x_coco.yaml': (*LIGHT, 'resnet', 12, False, [],
@@ -156,8 +161,8 @@ TABLE_ROWS = {
         *LIGHT, 'resnext', 24, True, [], True),
     'datnet_heavy_x101_32x8d_fpn_mst_2x_coco.yaml': (
         *HEAVY, 'resnext', 24, True, [], True),
-    'datnet_tiny_shapes.yaml': (*LIGHT, 'resnet', 12, False, [], True),
-    'datnet_quickstart_shapes.yaml': (*LIGHT, 'resnet', 12, False, [], True),
+    'datnet_tiny_shapes.yaml': (*TINY_ROW, 'resnet', 12, False, [], True),
+    'datnet_quickstart_shapes.yaml': (*TINY_ROW, 'resnet', 12, False, [], True),
 }
 
 
@@ -186,7 +191,7 @@ def test_every_table_row_has_its_switches():
       p = config.train_data.parser
       assert (min(p.short_side), max(p.short_side), p.long_side) == (
           400, 1200, 1400)
-    if m.mask_head.type == 'deconv_conv':  # Heavy: 14x14 mask targets
+    if m.roi_trunk.type == 'res5':  # Heavy: 14x14 mask targets
       assert m.mask_roi_aligner.crop_size * m.mask_head.upsample_factor == 14
   voc = experiment.load_config(
       os.path.join(CONFIGS, 'datnet_light_r50_fpn_box_masks_voc0712.yaml'))

@@ -46,6 +46,10 @@ class Augmentation(hyperparams.Config):
     max_zoom_out: Largest zoom-out ratio (1: none).
     photometric_distortion: Brightness/contrast/saturation/hue jitter in
       `ssd_augmentation`.
+    color_jitter: Random colour jitter in training: brightness, contrast and
+      saturation factors drawn from [1 - x, 1 + x] (torchvision's
+      `ColorJitter(x, x, x)`, Model Garden's `preprocess_ops.color_jitter`);
+      0: off.
   """
   resize_mode: str = 'fixed'
   output_size: List[int] = dataclasses.field(default_factory=lambda: [512, 512])
@@ -65,9 +69,12 @@ class Augmentation(hyperparams.Config):
   ssd_augmentation: bool = False
   max_zoom_out: float = 4.0
   photometric_distortion: bool = True
+  color_jitter: float = 0.0
 
   def __post_init__(self, *args, **kwargs):
     super().__post_init__(*args, **kwargs)
+    if self.color_jitter < 0:
+      raise ValueError(f'color_jitter must be >= 0, got {self.color_jitter}')
     if self.resize_mode not in ('fixed', 'short_side'):
       raise ValueError(
           f"resize_mode must be 'fixed' or 'short_side', got {self.resize_mode!r}")

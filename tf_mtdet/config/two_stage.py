@@ -47,17 +47,26 @@ class MSFEMFPN(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class PlainFPN(hyperparams.Config):
+  """maskrcnn-benchmark's FPN (DATNet): no normalisation, P6 = P5 subsampled."""
+  num_filters: int = 256
+
+
+@dataclasses.dataclass
 class Neck(decoders.Decoder):
   """The neck: Model Garden decoders ('fpn', ...) plus ours, picked by `type`.
 
   Our necks register with Model Garden's decoder registry and add their config
   field here, so `decoders.factory.build_decoder` builds either:
-  'bu_fpn' (BU-FPN / BUF-FPN), 'sa_fpn' (SA-FPN / TD-FPN add BUF-FPN).
+  'bu_fpn' (BU-FPN / BUF-FPN), 'sa_fpn' (SA-FPN / TD-FPN add BUF-FPN),
+  'msfem_fpn' (CoMask's MFPN), 'plain_fpn' (no normalisation, P6 = P5
+  subsampled: DATNet's maskrcnn-benchmark FPN).
   """
   type: str = 'fpn'
   bu_fpn: BottomUpFPN = dataclasses.field(default_factory=BottomUpFPN)
   sa_fpn: ScaleAwareFPN = dataclasses.field(default_factory=ScaleAwareFPN)
   msfem_fpn: MSFEMFPN = dataclasses.field(default_factory=MSFEMFPN)
+  plain_fpn: PlainFPN = dataclasses.field(default_factory=PlainFPN)
 
 
 @dataclasses.dataclass
@@ -67,11 +76,25 @@ class BoxHead(maskrcnn_cfg.DetectionHead):
   Attributes:
     type: Builder name; 'fc' is Model Garden's `DetectionHead` (num_convs
       convs then num_fcs FCs, so '4conv1fc' is num_convs=4, num_fcs=1).
+    use_norm: 'fc': batch norm after each conv and FC (Model Garden's); off:
+      none (maskrcnn-benchmark's, DATNet).
   """
   type: str = 'fc'
   num_convs: int = 0
   num_fcs: int = 2
   fc_dims: int = 1024
+  use_norm: bool = True
+
+
+@dataclasses.dataclass
+class RPNHead(maskrcnn_cfg.RPNHead):
+  """Model Garden's RPN head config.
+
+  Attributes:
+    use_norm: Batch norm after each conv (Model Garden's); off: none
+      (maskrcnn-benchmark's, DATNet).
+  """
+  use_norm: bool = True
 
 
 @dataclasses.dataclass
@@ -139,11 +162,15 @@ class MaskSampler(maskrcnn_cfg.MaskSampler):
 
 @dataclasses.dataclass
 class SemanticHead(hyperparams.Config):
-  """Panoptic-FPN semantic head on the pyramid (DATNet's dense heads' shape).
+  """Semantic segmentation head on the pyramid.
 
   Attributes:
     num_classes: Semantic classes (0 = the model's `num_classes`).
-    levels: Pyramid levels read, [min, max].
+    architecture: 'panoptic_fpn' (one conv3x3 + norm + ReLU per level,
+      resized to the finest level, 1x1 classifier) or 'datnet' (DATNet Sec.
+      3.3: l - min conv3x3 + ReLU + bilinear x2 stages per level, no norm,
+      conv3x3 classifier; `modeling.heads.datnet_dense_head`).
+    levels: Pyramid levels read, [min, max] (DATNet: [2, 6]).
     num_filters: Width of the per-level branches and of the fused convs.
     num_fused_convs: conv3x3 + ReLU layers after the levels are summed.
     loss_weight: Weight of its pixel loss in the total (0 keeps the head,
@@ -155,6 +182,7 @@ class SemanticHead(hyperparams.Config):
       (other classes weigh 1).
   """
   num_classes: int = 0
+  architecture: str = 'panoptic_fpn'
   levels: List[int] = dataclasses.field(default_factory=lambda: [2, 5])
   num_filters: int = 256
   num_fused_convs: int = 2
@@ -166,12 +194,13 @@ class SemanticHead(hyperparams.Config):
 
 @dataclasses.dataclass
 class DistanceTransformHead(hyperparams.Config):
-  """DATNet's distance-transform (DT) head: the semantic head's shape, K =
+  """DATNet's distance-transform (DT) head: a semantic head's trunk, K =
   len(bin_edges) + 2 classes of binned normalised distance (Sec. 3.1).
 
   Attributes:
-    levels: Pyramid levels read, [min, max]; the target is made at stride
-      2**min.
+    architecture: The trunk, as `SemanticHead.architecture`.
+    levels: Pyramid levels read, [min, max] (the paper: P2-P6); the target
+      is made at stride 2**min.
     num_filters: Width of the per-level branches and of the fused convs.
     num_fused_convs: conv3x3 + ReLU layers after the levels are summed.
     bin_edges: Upper edges of the foreground bins but the last ((0, 0.2],
@@ -180,7 +209,8 @@ class DistanceTransformHead(hyperparams.Config):
     focal_gamma: Focal exponent.
     focal_alpha_background: Weight of background pixels (others weigh 1).
   """
-  levels: List[int] = dataclasses.field(default_factory=lambda: [2, 5])
+  architecture: str = 'datnet'
+  levels: List[int] = dataclasses.field(default_factory=lambda: [2, 6])
   num_filters: int = 256
   num_fused_convs: int = 2
   bin_edges: List[float] = dataclasses.field(default_factory=lambda: [0.2, 0.4])
@@ -203,7 +233,18 @@ class DenseAuxHead(hyperparams.OneOfConfig):
 
 
 @dataclasses.dataclass
-class ConvSumFusion(hyperparams.Config):
+class SumFusion(hyperparams.Config):
+  """DATNet's 'sum' fusion (Sec. 3.3).
+
+  Attributes:
+    levels: Pyramid levels fused, [min, max] (the paper: P'_2..P'_5); the
+      others pass unchanged.
+  """
+  levels: List[int] = dataclasses.field(default_factory=lambda: [2, 5])
+
+
+@dataclasses.dataclass
+class ConvSumFusion(SumFusion):
   """DATNet's 'sumNconv' fusion (Table 5).
 
   Attributes:
@@ -218,12 +259,13 @@ class ConvSumFusion(hyperparams.Config):
 class FeatureFusion(hyperparams.OneOfConfig):
   """How dense auxiliary heads' features go back into the pyramid.
 
-  'sum': P'_l = P_l + resize(F_head) for every head (no weights).
+  'sum': P'_l = P_l + resize(F_head) for every head (no weights), on the
+  levels in `levels`.
   'sum2conv' / 'sum4conv' (DATNet Table 5): the sum, then 2 / 4 conv3x3 +
   ReLU shared across levels.
   """
   type: Optional[str] = None
-  sum: hyperparams.Config = dataclasses.field(default_factory=hyperparams.Config)
+  sum: SumFusion = dataclasses.field(default_factory=SumFusion)
   sum2conv: ConvSumFusion = dataclasses.field(
       default_factory=lambda: ConvSumFusion(num_convs=2))
   sum4conv: ConvSumFusion = dataclasses.field(
@@ -327,6 +369,7 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
   backbone: tf_mtdet_backbones.Backbone = dataclasses.field(
       default_factory=lambda: tf_mtdet_backbones.Backbone(
           type='resnet', resnet=backbones.ResNet(model_id=50)))
+  rpn_head: RPNHead = dataclasses.field(default_factory=RPNHead)
   detection_head: BoxHead = dataclasses.field(default_factory=BoxHead)
   mask_head: MaskHead = dataclasses.field(default_factory=MaskHead)
   roi_aligner: RoIPooler = dataclasses.field(default_factory=RoIPooler)

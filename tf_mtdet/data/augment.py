@@ -168,6 +168,10 @@ class Augmenter:
           ignore_label=cfg.semantic_ignore_label)
       if semantic_in is not None:
         data = dict(data, groundtruth_semantic=semantic_in)
+    if cfg.color_jitter > 0:
+      # Photometric only: nothing else moves.
+      image = preprocess_ops.color_jitter(
+          image, cfg.color_jitter, cfg.color_jitter, cfg.color_jitter)
     original_size = tf.shape(image)[0:2]
     image = preprocess_ops.normalize_image(image)
     # The semantic map rides along as a fourth image channel so each random

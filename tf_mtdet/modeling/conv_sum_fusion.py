@@ -6,33 +6,38 @@ paper: "the layers are shared across all FPN scales"). The parameter-free
 'sum' is `feature_fusion.SumFusion`.
 """
 
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
 
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.modeling import feature_fusion
+from tf_mtdet.modeling import layer_config
 from tf_mtdet.modeling import registry
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
-class ConvSumFusion(tf_keras.layers.Layer):
-  """`SumFusion`, then `num_convs` shared conv3x3 + ReLU on every level.
+class ConvSumFusion(layer_config.RegularizedLayerConfig,
+                    tf_keras.layers.Layer):
+  """`SumFusion`, then `num_convs` shared conv3x3 + ReLU on every fused
+  level (`levels`; the others pass unchanged).
 
   Shapes: features {level: [B, H_l, W_l, C]}; each head's
   `fusion_features` [B, h, w, C] -> {level: [B, H_l, W_l, num_filters]}.
   """
 
   def __init__(self, num_convs: int = 2, num_filters: int = 256,
+               levels: Optional[Sequence[int]] = None,
                kernel_regularizer: Optional[
                    tf_keras.regularizers.Regularizer] = None, **kwargs):
     super().__init__(**kwargs)
     if num_convs < 1:
       raise ValueError(f'num_convs must be >= 1, got {num_convs}')
     self._config_dict = dict(num_convs=num_convs, num_filters=num_filters,
+                             levels=levels,
                              kernel_regularizer=kernel_regularizer)
-    self._sum = feature_fusion.SumFusion(name='sum')
+    self._sum = feature_fusion.SumFusion(levels, name='sum')
     self._convs = [
         tf_keras.layers.Conv2D(
             num_filters, 3, padding='same', activation='relu',
@@ -47,30 +52,17 @@ class ConvSumFusion(tf_keras.layers.Layer):
     fused = self._sum(features, aux_outputs)
     out = {}
     for level, value in fused.items():
-      for conv in self._convs:
-        value = conv(value)
+      if self._sum.fuses(level):
+        for conv in self._convs:
+          value = conv(value)
       out[level] = value
     return out
-
-  def get_config(self) -> Mapping[str, Any]:
-    config = dict(self._config_dict)
-    config['kernel_regularizer'] = tf_keras.regularizers.serialize(
-        config['kernel_regularizer']) if config['kernel_regularizer'] else None
-    return {**super().get_config(), **config}
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    if config.get('kernel_regularizer'):
-      config['kernel_regularizer'] = tf_keras.regularizers.deserialize(
-          config['kernel_regularizer'])
-    return cls(**config)
 
 
 def _build(part: two_stage_config.ConvSumFusion, model_cfg,
            l2_regularizer=None) -> ConvSumFusion:
   del model_cfg
-  return ConvSumFusion(part.num_convs, part.num_filters,
+  return ConvSumFusion(part.num_convs, part.num_filters, part.levels,
                        kernel_regularizer=l2_regularizer,
                        name='feature_fusion')
 

@@ -30,6 +30,7 @@ from tf_mtdet.modeling import ssd_extra_levels
 from tf_mtdet.modeling import two_stage
 from tf_mtdet.modeling.poolers import multi_scale_attention  # noqa: F401
 from tf_mtdet.modeling.heads import joint_head
+from tf_mtdet.modeling.heads import norm_free
 from tf_mtdet.modeling.heads import pcm_head  # noqa: F401  # registers
 from tf_mtdet.modeling.heads import semantic_head  # noqa: F401  # registers
 from tf_mtdet.modeling.heads import collaborative_head  # noqa: F401
@@ -66,6 +67,20 @@ def build_dense_aux_heads(config, regularizer) -> dict[str, tf_keras.layers.Laye
   return heads
 
 
+def build_rpn_head(config: two_stage_config.TwoStageModel, regularizer
+                   ) -> norm_free.NormFreeRPNHead:
+  """Model Garden's RPN head as `build_maskrcnn` makes it, without norms."""
+  head, norm = config.rpn_head, config.norm_activation
+  return norm_free.NormFreeRPNHead(
+      min_level=config.min_level, max_level=config.max_level,
+      num_anchors_per_location=(len(config.anchor.aspect_ratios) *
+                                config.anchor.num_scales),
+      num_convs=head.num_convs, num_filters=head.num_filters,
+      use_separable_conv=head.use_separable_conv,
+      activation=norm.activation, kernel_regularizer=regularizer,
+      name='rpn_head')
+
+
 def build_two_stage_model(config: two_stage_config.TwoStageModel,
                           weight_decay: float = 0.0
                           ) -> two_stage.TwoStageModel:
@@ -79,6 +94,8 @@ def build_two_stage_model(config: two_stage_config.TwoStageModel,
   ej = config.ej_head
   input_specs = tf_keras.layers.InputSpec(shape=[None, *config.input_size])
   base = mg_factory.build_maskrcnn(input_specs, config, regularizer)
+  rpn_head = base.rpn_head if config.rpn_head.use_norm else build_rpn_head(
+      config, regularizer)
 
   box_heads = [
       registry.build('box_head', config.detection_head.type, config,
@@ -126,7 +143,7 @@ def build_two_stage_model(config: two_stage_config.TwoStageModel,
   return two_stage.TwoStageModel(
       backbone=base.backbone,
       decoder=base.decoder,
-      rpn_head=base.rpn_head,
+      rpn_head=rpn_head,
       detection_head=box_heads,
       roi_generator=base.roi_generator,
       roi_sampler=base.roi_sampler,

@@ -1,7 +1,7 @@
 """Standard parts registered under their config names.
 
-'fc' box head and 'fcn' mask head are Model Garden's `DetectionHead` and
-`MaskHead`; 'level_assigned' is its `MultilevelROIAligner` (RoIAlign on the FPN
+'fc' box head and 'fcn' mask head are Model Garden's `DetectionHead` (or,
+with `use_norm: false`, its norm-free version) and `MaskHead`; 'level_assigned' is its `MultilevelROIAligner` (RoIAlign on the FPN
 level the box size assigns, FPN eq. 1); 'retinanet' is its `RetinaNetHead`.
 EJ-Head's switches register as a RoI refinement block and a mask RoI
 assigner.
@@ -22,6 +22,7 @@ from tf_mtdet.losses import dense_detection
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling.heads import boundary_refinement
 from tf_mtdet.modeling.heads import interleaving
+from tf_mtdet.modeling.heads import norm_free
 
 
 @registry.register('box_head', 'fc')
@@ -29,7 +30,9 @@ def build_fc_box_head(config: model_config.TwoStageModel,
                       l2_regularizer: Optional[tf_keras.regularizers.Regularizer],
                       name: str = 'detection_head') -> tf_keras.layers.Layer:
   head, norm = config.detection_head, config.norm_activation
-  return instance_heads.DetectionHead(
+  head_class = (instance_heads.DetectionHead if head.use_norm
+                else norm_free.NormFreeDetectionHead)
+  return head_class(
       num_classes=config.num_classes, num_convs=head.num_convs,
       num_filters=head.num_filters, use_separable_conv=head.use_separable_conv,
       num_fcs=head.num_fcs, fc_dims=head.fc_dims,

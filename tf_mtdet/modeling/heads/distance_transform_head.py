@@ -1,12 +1,14 @@
 """DATNet's distance-transform (DT) head (Levinshtein et al., Sec. 3.1).
 
-The same Panoptic-FPN trunk as the semantic head (`SemanticHead`: per-level
-conv, levels summed at the finest stride, fused convs giving the features F
-that fusion adds back into the pyramid), predicting K = len(bin_edges) + 2
-classes of binned normalised distance to the instance boundary. A registered
-'dense_aux_head' owning its target (`gt_distance_transform`, made at the
+The semantic head's trunk (`architecture`: 'datnet', the paper's Sec. 3.3
+trunk `DATNetDenseHead`, by default; 'panoptic_fpn' is `SemanticHead`),
+giving the features F that fusion adds back into the pyramid and K =
+len(bin_edges) + 2 classes of binned normalised distance to the instance
+boundary. A registered 'dense_aux_head' owning its target (`gt_distance_transform`, made at the
 finest level's stride) and its loss (DATNet's focal-style categorical loss).
 """
+
+import tf_keras
 
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.data.targets import distance_transform as dt_targets
@@ -32,20 +34,14 @@ def _losses(part: two_stage_config.DistanceTransformHead, model_cfg
       lambda outputs, labels: pixel_focal.categorical_focal_loss(
           outputs[f'{NAME}/logits'], labels['gt_distance_transform'],
           gamma=part.focal_gamma,
-          alpha_background=part.focal_alpha_background))]
+          alpha_background=part.focal_alpha_background, name=NAME))]
 
 
 @registry.register('dense_aux_head', NAME, targets=_targets, losses=_losses)
 def build_distance_transform_head(
     part: two_stage_config.DistanceTransformHead, model_cfg,
-    l2_regularizer=None) -> semantic_head.SemanticHead:
+    l2_regularizer=None) -> tf_keras.layers.Layer:
   """`{logits [B, H/s, W/s, K], fusion_features [B, H/s, W/s, F]}`,
   s = 2**levels[0]."""
-  norm = model_cfg.norm_activation
-  return semantic_head.SemanticHead(
-      num_classes=len(part.bin_edges) + 2, min_level=part.levels[0],
-      max_level=part.levels[1], num_filters=part.num_filters,
-      num_fused_convs=part.num_fused_convs, use_sync_bn=norm.use_sync_bn,
-      norm_momentum=norm.norm_momentum, norm_epsilon=norm.norm_epsilon,
-      activation=norm.activation, kernel_regularizer=l2_regularizer,
-      name=NAME)
+  return semantic_head.build_trunk(part, len(part.bin_edges) + 2, model_cfg,
+                                   l2_regularizer, NAME)

@@ -9,10 +9,12 @@
   Registered as the 'avg_pool' 'box_head' (Heavy: after the shared trunk).
 * 'res5' 'box_head' (Light, Table 3's res5 extractor): `RoIRes5` then
   `PooledBoxPredictor`.
-* `DeconvMaskHead`: Heavy's mask head on the trunk's output: stride-2
-  transposed conv (upsampling) + ReLU, `num_convs` conv3x3 + ReLU, a 1x1
-  conv per class: [B, N, k, k, C] -> [B, N, 2k, 2k] logits of the RoI's
-  class. Registered as the 'deconv_conv' 'mask_head'.
+* `DeconvMaskHead`: maskrcnn-benchmark's mask head, no normalisation:
+  `num_convs` conv3x3 + ReLU, stride-2 transposed conv (upsampling) + ReLU,
+  a 1x1 conv per class: [B, N, k, k, C] -> [B, N, 2k, 2k] logits of the
+  RoI's class. Registered as the 'conv_deconv' 'mask_head': Heavy's on the
+  shared res5 (num_convs 0, Fig. 4 right), Light's on MSPwA (num_convs 4,
+  Fig. 4 left).
 """
 
 from typing import Any, Mapping, Optional
@@ -183,15 +185,15 @@ class DeconvMaskHead(tf_keras.layers.Layer):
     self._activation = tf_utils.get_activation(activation)
     init = lambda: tf_keras.initializers.VarianceScaling(
         scale=2, mode='fan_out', distribution='untruncated_normal')
-    self._deconv = tf_keras.layers.Conv2DTranspose(
-        num_filters, 2, strides=2, kernel_initializer=init(),
-        kernel_regularizer=kernel_regularizer, name='mask-upsampling')
     self._convs = [
         tf_keras.layers.Conv2D(num_filters, 3, padding='same',
                                kernel_initializer=init(),
                                kernel_regularizer=kernel_regularizer,
                                name=f'mask-conv-{i}')
         for i in range(num_convs)]
+    self._deconv = tf_keras.layers.Conv2DTranspose(
+        num_filters, 2, strides=2, kernel_initializer=init(),
+        kernel_regularizer=kernel_regularizer, name='mask-upsampling')
     self._regressor = tf_keras.layers.Conv2D(
         1 if class_agnostic else num_classes, 1, kernel_initializer=init(),
         kernel_regularizer=kernel_regularizer, name='mask-classes')
@@ -200,9 +202,9 @@ class DeconvMaskHead(tf_keras.layers.Layer):
     del training
     roi_features, roi_classes = inputs
     x, leading = _merge_rois(roi_features)
-    x = self._activation(self._deconv(x))
     for conv in self._convs:
       x = self._activation(conv(x))
+    x = self._activation(self._deconv(x))
     logits = self._regressor(x)
     logits = tf.reshape(logits, tf.concat([leading, tf.shape(logits)[1:]], 0))
     if self._config_dict['class_agnostic']:
@@ -264,7 +266,7 @@ def build_avg_pool_box_head(config: two_stage_config.TwoStageModel,
       kernel_regularizer=l2_regularizer, name=name)
 
 
-@registry.register('mask_head', 'deconv_conv')
+@registry.register('mask_head', 'conv_deconv')
 def build_deconv_mask_head(config: two_stage_config.TwoStageModel,
                            l2_regularizer=None) -> DeconvMaskHead:
   head = config.mask_head

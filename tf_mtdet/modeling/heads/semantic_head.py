@@ -8,7 +8,7 @@ A registered 'dense_aux_head' that owns its target (the semantic map) and its
 loss (pixel softmax cross-entropy, ignore label skipped).
 """
 
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 import tensorflow as tf
 import tf_keras
@@ -18,11 +18,14 @@ from official.modeling import tf_utils
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.data.targets import semantic as semantic_targets
 from tf_mtdet.losses import pixel_focal
+from tf_mtdet.modeling import layer_config
 from tf_mtdet.modeling import registry
+from tf_mtdet.modeling.heads import datnet_dense_head
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
-class SemanticHead(tf_keras.layers.Layer):
+class SemanticHead(layer_config.RegularizedLayerConfig,
+                   tf_keras.layers.Layer):
   """Pyramid {level: [B, H_l, W_l, C]} -> `logits` [B, H_min, W_min, K] and
   `fusion_features` [B, H_min, W_min, num_filters]."""
 
@@ -74,35 +77,25 @@ class SemanticHead(tf_keras.layers.Layer):
       fused = self._activation(conv(fused))
     return {'logits': self._classifier(fused), 'fusion_features': fused}
 
-  def get_config(self) -> Mapping[str, Any]:
-    config = dict(self._config_dict)
-    config['kernel_regularizer'] = tf_keras.regularizers.serialize(
-        config['kernel_regularizer']) if config['kernel_regularizer'] else None
-    return {**super().get_config(), **config}
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    if config.get('kernel_regularizer'):
-      config['kernel_regularizer'] = tf_keras.regularizers.deserialize(
-          config['kernel_regularizer'])
-    return cls(**config)
-
 
 def pixel_cross_entropy(logits: tf.Tensor, labels: tf.Tensor,
-                        ignore_label: int = 255) -> tf.Tensor:
+                        ignore_label: int = 255, upsample: int = 1,
+                        name: str = 'semantic') -> tf.Tensor:
   """Mean softmax cross-entropy over labelled pixels.
 
   Args:
-    logits: [B, h, w, K], resized bilinearly to the labels' size.
-    labels: [B, H, W] int class ids; `ignore_label` pixels do not count.
+    logits: [B, h, w, K].
+    labels: [B, h * upsample, w * upsample] int class ids; `ignore_label`
+      pixels do not count.
     ignore_label: Label of pixels without a class.
+    upsample: The labels' resolution over the logits' (the logits are
+      upsampled bilinearly by it; any other size is an error).
+    name: The loss, for the error message.
 
   Returns:
     Scalar loss (0 when no pixel is labelled).
   """
-  logits = tf.image.resize(tf.cast(logits, tf.float32), tf.shape(labels)[1:3],
-                           method='bilinear')
+  logits = pixel_focal.logits_at_label_size(logits, labels, upsample, name)
   valid = tf.not_equal(labels, ignore_label)
   safe = tf.where(valid, labels, 0)
   per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, logits)
@@ -118,6 +111,9 @@ def _num_classes(part: two_stage_config.SemanticHead, model_cfg) -> int:
 def _semantic_losses(part: two_stage_config.SemanticHead, model_cfg,
                      name: str = 'semantic') -> list[registry.LossTerm]:
   del model_cfg
+  # The target (`SemanticTargets`) is at the output size, the logits at the
+  # head's stride 2**levels[0].
+  upsample = 2**part.levels[0]
   if part.loss == 'focal':
     # DATNet's focal-style categorical loss (Eqn. 1-2).
     return [registry.LossTerm(
@@ -125,14 +121,39 @@ def _semantic_losses(part: two_stage_config.SemanticHead, model_cfg,
         lambda outputs, labels: pixel_focal.categorical_focal_loss(
             outputs[f'{name}/logits'], labels['gt_semantic'],
             gamma=part.focal_gamma,
-            alpha_background=part.focal_alpha_background))]
+            alpha_background=part.focal_alpha_background,
+            upsample=upsample, name=name))]
   if part.loss != 'cross_entropy':
     raise ValueError(f"semantic head loss must be 'cross_entropy' or "
                      f"'focal', got {part.loss!r}")
   return [registry.LossTerm(
       name, part.loss_weight,
       lambda outputs, labels: pixel_cross_entropy(
-          outputs[f'{name}/logits'], labels['gt_semantic']))]
+          outputs[f'{name}/logits'], labels['gt_semantic'], upsample=upsample,
+          name=name))]
+
+
+def build_trunk(part, num_classes: int, model_cfg, l2_regularizer,
+                name: str) -> tf_keras.layers.Layer:
+  """A dense head's trunk by `part.architecture`: 'panoptic_fpn'
+  (`SemanticHead`) or 'datnet' (`DATNetDenseHead`, DATNet Sec. 3.3)."""
+  if part.architecture == 'datnet':
+    return datnet_dense_head.DATNetDenseHead(
+        num_classes=num_classes, min_level=part.levels[0],
+        max_level=part.levels[1], num_filters=part.num_filters,
+        num_fused_convs=part.num_fused_convs,
+        kernel_regularizer=l2_regularizer, name=name)
+  if part.architecture != 'panoptic_fpn':
+    raise ValueError(f"{name}.architecture must be 'panoptic_fpn' or "
+                     f"'datnet', got {part.architecture!r}")
+  norm = model_cfg.norm_activation
+  return SemanticHead(
+      num_classes=num_classes, min_level=part.levels[0],
+      max_level=part.levels[1], num_filters=part.num_filters,
+      num_fused_convs=part.num_fused_convs, use_sync_bn=norm.use_sync_bn,
+      norm_momentum=norm.norm_momentum, norm_epsilon=norm.norm_epsilon,
+      activation=norm.activation, kernel_regularizer=l2_regularizer,
+      name=name)
 
 
 @registry.register(
@@ -140,12 +161,6 @@ def _semantic_losses(part: two_stage_config.SemanticHead, model_cfg,
     targets=lambda part, model_cfg: semantic_targets.SemanticTargets(),
     losses=_semantic_losses)
 def build_semantic_head(part: two_stage_config.SemanticHead, model_cfg,
-                        l2_regularizer=None) -> SemanticHead:
-  norm = model_cfg.norm_activation
-  return SemanticHead(
-      num_classes=_num_classes(part, model_cfg), min_level=part.levels[0],
-      max_level=part.levels[1], num_filters=part.num_filters,
-      num_fused_convs=part.num_fused_convs, use_sync_bn=norm.use_sync_bn,
-      norm_momentum=norm.norm_momentum, norm_epsilon=norm.norm_epsilon,
-      activation=norm.activation, kernel_regularizer=l2_regularizer,
-      name='semantic')
+                        l2_regularizer=None) -> tf_keras.layers.Layer:
+  return build_trunk(part, _num_classes(part, model_cfg), model_cfg,
+                     l2_regularizer, 'semantic')

@@ -8,3 +8,4 @@ from tf_mtdet.modeling.necks import bottom_up_fpn  # noqa: F401
 from tf_mtdet.modeling.necks import sa_fpn  # noqa: F401
 from tf_mtdet.modeling.necks import local_top_down  # noqa: F401
 from tf_mtdet.modeling.necks import msfem  # noqa: F401
+from tf_mtdet.modeling.necks import plain_fpn  # noqa: F401

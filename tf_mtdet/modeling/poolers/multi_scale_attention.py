@@ -10,7 +10,7 @@ W2: C / r -> C (r = 16). Registered as 'multi_scale_attention' for the box
 ('roi_pooler') and the mask ('mask_roi_pooler') branch.
 """
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -18,11 +18,13 @@ import tf_keras
 from official.vision.ops import spatial_transform_ops
 
 from tf_mtdet.config import two_stage as two_stage_config
+from tf_mtdet.modeling import layer_config
 from tf_mtdet.modeling import registry
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
-class MaxPoolSqueezeExcitation(tf_keras.layers.Layer):
+class MaxPoolSqueezeExcitation(layer_config.RegularizedLayerConfig,
+                               tf_keras.layers.Layer):
   """Per-RoI channel attention: [B, N, k, k, C] -> same shape, each channel
   scaled by sigmoid(W2 relu(W1 max over k x k))."""
 
@@ -48,23 +50,10 @@ class MaxPoolSqueezeExcitation(tf_keras.layers.Layer):
     return roi_features * tf.cast(weights[:, :, tf.newaxis, tf.newaxis, :],
                                   roi_features.dtype)
 
-  def get_config(self) -> Mapping[str, Any]:
-    config = dict(self._config_dict)
-    config['kernel_regularizer'] = tf_keras.regularizers.serialize(
-        config['kernel_regularizer']) if config['kernel_regularizer'] else None
-    return {**super().get_config(), **config}
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    if config.get('kernel_regularizer'):
-      config['kernel_regularizer'] = tf_keras.regularizers.deserialize(
-          config['kernel_regularizer'])
-    return cls(**config)
-
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
-class MultiScaleAttentionPooler(tf_keras.layers.Layer):
+class MultiScaleAttentionPooler(layer_config.RegularizedLayerConfig,
+                                tf_keras.layers.Layer):
   """`(features {level: [B, H_l, W_l, F]}, boxes [B, N, 4] yxyx input
   pixels) -> [B, N, k, k, L * F]`, L = the number of levels pooled."""
 
@@ -105,20 +94,6 @@ class MultiScaleAttentionPooler(tf_keras.layers.Layer):
             output_size=cfg['crop_size'], sample_offset=cfg['sample_offset'])
         for level in self._levels]
     return self.attention(tf.concat(crops, axis=-1))
-
-  def get_config(self) -> Mapping[str, Any]:
-    config = dict(self._config_dict)
-    config['kernel_regularizer'] = tf_keras.regularizers.serialize(
-        config['kernel_regularizer']) if config['kernel_regularizer'] else None
-    return {**super().get_config(), **config}
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    if config.get('kernel_regularizer'):
-      config['kernel_regularizer'] = tf_keras.regularizers.deserialize(
-          config['kernel_regularizer'])
-    return cls(**config)
 
 
 def _build(aligner, config: two_stage_config.TwoStageModel, l2_regularizer,
