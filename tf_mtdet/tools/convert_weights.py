@@ -113,7 +113,8 @@ class _NumpyUnpickler(pickle.Unpickler):
               ('numpy.core.multiarray', 'scalar'),
               ('numpy._core.multiarray', 'scalar'),
               ('numpy', 'ndarray'), ('numpy', 'dtype'),
-              ('collections', 'OrderedDict')}
+              ('collections', 'OrderedDict'),
+              ('_codecs', 'encode')}  # bytes in Python 3's protocol 2
 
   def find_class(self, module, name):
     if (module, name) not in self._ALLOWED:
@@ -405,7 +406,10 @@ def metadata(source: str, arch: str, prefix: str = 'model.two_stage'
           'stride_in_1x1': chosen.stride_in_1x1, 'padding': 'symmetric',
           'norm_epsilon': BN_EPSILON, 'frozen_bn_recommended': chosen.frozen_bn,
           'input_normalization': chosen.input_normalization,
-          'config_overrides': chosen.config_overrides(prefix)}
+          'config_overrides': {
+              **{f'{prefix}.backbone.resnext.{k}': v
+                 for k, v in ARCHS[arch].items()},
+              **chosen.config_overrides(prefix)}}
 
 
 def write_checkpoint(backbone, out: str, meta: Mapping[str, Any]) -> str:
