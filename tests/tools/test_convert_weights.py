@@ -77,7 +77,8 @@ def _config_backbone(out, kwargs):
   """The backbone a config builds with the switches of `out.json`."""
   with open(out + '.json', encoding='utf-8') as f:
     meta = json.load(f)
-  overrides = [f'{k}={_value(v)}' for k, v in meta['config_overrides'].items()]
+  overrides = [f'model.two_stage.{k}={_value(v)}'
+               for k, v in meta['config_overrides'].items()]
   overrides += [f'model.two_stage.backbone.resnext.{k}={v}'
                 for k, v in kwargs.items()]
   config = experiment.load_config(TINY, overrides)

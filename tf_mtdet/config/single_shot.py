@@ -15,6 +15,7 @@ from official.vision.configs import backbones
 from official.vision.configs import decoders
 from official.vision.configs import retinanet as retinanet_cfg
 
+from tf_mtdet.config import backbones as tf_mtdet_backbones
 from tf_mtdet.config import two_stage
 
 
@@ -58,8 +59,9 @@ class SSDResNet(hyperparams.Config):
 
 
 @dataclasses.dataclass
-class Backbone(backbones.Backbone):
-  """Model Garden's backbones plus 'ssd_resnet'."""
+class Backbone(tf_mtdet_backbones.Backbone):
+  """Model Garden's backbones plus 'resnext' (with the input normalisation
+  its weights expect) and 'ssd_resnet'."""
   ssd_resnet: SSDResNet = dataclasses.field(default_factory=SSDResNet)
 
 

@@ -59,19 +59,15 @@ class Switches:
   frozen_bn: bool
   input_normalization: dict
 
-  def config_overrides(self, prefix: str) -> dict[str, Any]:
-    """{config key: value} that make a config match these weights.
-
-    Args:
-      prefix: The backbone's parent, e.g. 'model.two_stage'.
-    """
-    backbone = f'{prefix}.backbone'
-    overrides = {f'{backbone}.type': 'resnext',
-                 f'{backbone}.resnext.stride_in_1x1': self.stride_in_1x1,
-                 f'{backbone}.resnext.padding': 'symmetric',
-                 f'{prefix}.norm_activation.norm_epsilon': BN_EPSILON}
+  def config_overrides(self) -> dict[str, Any]:
+    """{key under `model.<type>`: value} that make a config fit these
+    weights."""
+    overrides = {'backbone.type': 'resnext',
+                 'backbone.resnext.stride_in_1x1': self.stride_in_1x1,
+                 'backbone.resnext.padding': 'symmetric',
+                 'norm_activation.norm_epsilon': BN_EPSILON}
     for key, value in self.input_normalization.items():
-      overrides[f'{backbone}.input_normalization.{key}'] = value
+      overrides[f'backbone.input_normalization.{key}'] = value
     return overrides
 
 
@@ -398,18 +394,15 @@ def assign(backbone, tensors: Mapping[str, np.ndarray], source: str,
                 variables_set=len(values))
 
 
-def metadata(source: str, arch: str, prefix: str = 'model.two_stage'
-             ) -> dict[str, Any]:
-  """The `OUT.json` beside a converted checkpoint."""
+def metadata(source: str, arch: str) -> dict[str, Any]:
+  """The `OUT.json` beside a converted checkpoint: source, arch and the
+  config switches (keys under `model.<type>`) its weights need."""
   chosen = switches(source, arch)
-  return {'source': source, 'arch': arch, **ARCHS[arch],
-          'stride_in_1x1': chosen.stride_in_1x1, 'padding': 'symmetric',
-          'norm_epsilon': BN_EPSILON, 'frozen_bn_recommended': chosen.frozen_bn,
-          'input_normalization': chosen.input_normalization,
+  return {'source': source, 'arch': arch,
+          'frozen_bn_recommended': chosen.frozen_bn,
           'config_overrides': {
-              **{f'{prefix}.backbone.resnext.{k}': v
-                 for k, v in ARCHS[arch].items()},
-              **chosen.config_overrides(prefix)}}
+              **{f'backbone.resnext.{k}': v for k, v in ARCHS[arch].items()},
+              **chosen.config_overrides()}}
 
 
 def write_checkpoint(backbone, out: str, meta: Mapping[str, Any]) -> str:
