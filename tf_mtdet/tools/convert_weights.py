@@ -394,14 +394,17 @@ def assign(backbone, tensors: Mapping[str, np.ndarray], source: str,
                 variables_set=len(values))
 
 
-def metadata(source: str, arch: str) -> dict[str, Any]:
+def metadata(source: str, arch: str,
+             arch_kwargs: Optional[Mapping[str, Any]] = None
+             ) -> dict[str, Any]:
   """The `OUT.json` beside a converted checkpoint: source, arch and the
   config switches (keys under `model.<type>`) its weights need."""
   chosen = switches(source, arch)
+  arch_kwargs = arch_kwargs or ARCHS[arch]
   return {'source': source, 'arch': arch,
           'frozen_bn_recommended': chosen.frozen_bn,
           'config_overrides': {
-              **{f'backbone.resnext.{k}': v for k, v in ARCHS[arch].items()},
+              **{f'backbone.resnext.{k}': v for k, v in arch_kwargs.items()},
               **chosen.config_overrides()}}
 
 
@@ -450,7 +453,7 @@ def convert(source: str, arch: str, in_path: str, out: str,
   Raises:
     ConversionError: bad input, named; nothing is written then.
   """
-  meta = metadata(source, arch)
+  switches(source, arch)  # checks both names first
   tensors = read_tensors(in_path)
   if not tensors:
     raise ConversionError(f'{in_path}: holds no tensors')
@@ -458,5 +461,6 @@ def convert(source: str, arch: str, in_path: str, out: str,
   check_arch(source, tensors, in_path, arch, arch_kwargs)
   backbone = build_backbone(source, arch_kwargs)
   report = assign(backbone, tensors, source, in_path, arch)
+  meta = metadata(source, arch, arch_kwargs)
   write_checkpoint(backbone, out, meta)
   return report
