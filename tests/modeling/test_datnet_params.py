@@ -47,7 +47,8 @@ MR_BOX_MASK = 14_314_901 + 2_646_097  # 2fc box head + 4conv mask head
 
 
 def _count(layer) -> int:
-  return sum(w.shape.num_elements() for w in layer.trainable_weights)
+  # Parameters, frozen ones too (the paper's backbone BN and stem are).
+  return sum(w.shape.num_elements() for w in layer.weights if w.trainable)
 
 
 def _parts(name):
