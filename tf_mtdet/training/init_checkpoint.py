@@ -155,7 +155,7 @@ def res5_heads(model: tf_keras.Model) -> list[tf_keras.layers.Layer]:
   """The model's RoI res5 stages (DATNet Light's box head, Heavy's trunk)."""
   from tf_mtdet.modeling.heads import res5_head  # pylint: disable=g-import-not-at-top
   heads, seen = [], set()
-  for layer in model.submodules:
+  for layer in getattr(model, 'submodules', ()):
     if isinstance(layer, res5_head.RoIRes5) and id(layer) not in seen:
       seen.add(id(layer))
       heads.append(layer)
@@ -257,7 +257,7 @@ def restore(model: tf_keras.Model, path: str, modules: str,
     copied, skipped = copy_res5(model)
     if copied:
       line += f'; {copied} res5 RoI head variables from the backbone res5'
-    rest = [layer.name for layer in model.layers
+    rest = [layer.name for layer in getattr(model, 'layers', ())
             if layer is not model.backbone and layer.weights and
             not isinstance(layer, tf_keras.layers.InputLayer)]
     left = skipped + [n for n in rest
