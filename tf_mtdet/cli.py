@@ -220,7 +220,9 @@ def _add_train(sub) -> None:
                                                'mixed_bfloat16'),
                  help='overrides runtime.mixed_precision')
   p.add_argument('--init-checkpoint', help='backbone checkpoint to start '
-                 'from (e.g. a Model Garden ResNet checkpoint)')
+                 'from: a converted one (tf-mtdet convert-weights), an '
+                 'imagenet/<name> in $TF_MTDET_WEIGHTS, or a Model Garden '
+                 'ResNet checkpoint')
   p.add_argument('--verbose', type=int, choices=(0, 1, 2),
                  help='Keras verbosity: 1 progress bar, 2 one line per epoch '
                  '(default: 1 on a terminal, else 2)')

@@ -302,9 +302,10 @@ def check_arch(source: str, tensors: Mapping[str, np.ndarray], path: str,
         f'{tensor_name(source, source_layer_names(source, [1])["stage2_block0/conv1"], "kernel")}); '
         f'is --source {source} right?')
   if depths != want or groups != arch_kwargs['cardinality']:
+    wanted = describe(want, arch_kwargs['cardinality'])
     raise ConversionError(
         f'{path}: the file holds a {describe(depths, groups)}, not --arch '
-        f'{arch} ({describe(want, arch_kwargs["cardinality"])})')
+        f'{arch}' + ('' if wanted == arch else f' ({wanted})'))
 
 
 # Conversion ------------------------------------------------------------------
