@@ -45,7 +45,6 @@ ARCHS = {
     'resnext101_32x8d': dict(model_id=101, cardinality=32, width_per_group=8),
 }
 BN_EPSILON = 1e-5
-_CONV = 'conv'
 
 
 class ConversionError(ValueError):
@@ -427,7 +426,7 @@ def write_checkpoint(backbone, out: str, meta: Mapping[str, Any]) -> str:
   except OSError as e:
     raise ConversionError(f'{out}: cannot write here ({e.strerror})') from None
   try:
-    written = tf.train.Checkpoint(backbone=backbone).write(
+    tf.train.Checkpoint(backbone=backbone).write(
         os.path.join(staging, 'ckpt'))
     with open(os.path.join(staging, 'ckpt.json'), 'w', encoding='utf-8') as f:
       json.dump(meta, f, indent=1)
@@ -437,7 +436,6 @@ def write_checkpoint(backbone, out: str, meta: Mapping[str, Any]) -> str:
     for name in files:
       os.replace(os.path.join(staging, name),
                  os.path.abspath(out) + name[len('ckpt'):])
-    del written
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return out
