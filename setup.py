@@ -14,6 +14,8 @@ INSTALL_REQUIRES = [
     'opencv-python-headless>=4.8',
     'pyyaml>=6.0',
     'scipy>=1.11',
+    # convert-weights reads .safetensors ImageNet weights (numpy API).
+    'safetensors>=0.4',
 ]
 
 EXTRAS_REQUIRE = {

@@ -32,8 +32,10 @@ _FILE_SECONDS = {
     'tests/training/test_replicas.py': 73,
     'tests/serving/test_export.py': 58,
     'tests/data/test_pipeline.py': 49,
+    'tests/training/test_init_checkpoint.py': 45,
     'tests/modeling/test_collaborative_head.py': 39,
     'tests/tools/test_profiling.py': 30,
+    'tests/tools/test_convert_weights.py': 30,
     'tests/training/test_replica_division.py': 28,
     'tests/utils/test_quiet.py': 25,
 }

@@ -306,6 +306,11 @@ CASES = [
     Case('quickstart_workdir_is_a_file',
          lambda w: ['quickstart', '--workdir', w.notes_txt, '--steps', '1'],
          r'{w.notes_txt}'),
+    # convert-weights
+    Case('convert_weights_missing_file',
+         lambda w: ['convert-weights', '--source', 'detectron', '--arch',
+                    'resnet50', w.nowhere + '/R-50.pkl', w.weights__r50],
+         r'{w.nowhere}/R-50.pkl: no such file'),
 ]
 
 

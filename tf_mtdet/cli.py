@@ -232,7 +232,9 @@ def _add_train(sub) -> None:
                                                'mixed_bfloat16'),
                  help='overrides runtime.mixed_precision')
   p.add_argument('--init-checkpoint', help='backbone checkpoint to start '
-                 'from (e.g. a Model Garden ResNet checkpoint)')
+                 'from: a converted one (tf-mtdet convert-weights), an '
+                 'imagenet/<name> in $TF_MTDET_WEIGHTS, or a Model Garden '
+                 'ResNet checkpoint')
   p.add_argument('--verbose', type=int, choices=(0, 1, 2),
                  help='Keras verbosity: 1 progress bar, 2 one line per epoch '
                  '(default: 1 on a terminal, else 2)')
@@ -620,6 +622,36 @@ def _run_quickstart(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_convert_weights(sub) -> None:
+  p = sub.add_parser(
+      'convert-weights',
+      help='ImageNet ResNet/ResNeXt weights (torchvision, timm, Detectron) -> '
+      'a checkpoint for --init-checkpoint',
+      description='Converts a torchvision/timm state dict (.safetensors; '
+      '.pth/.pt when torch is installed) or a Detectron/maskrcnn-benchmark '
+      'caffe2 .pkl into a TensorFlow checkpoint OUT (OUT.index, OUT.data-*, '
+      'and OUT.json: the config switches the weights need) of the resnext '
+      'backbone. Every tensor must be used and every variable set; nothing '
+      'is written otherwise.')
+  p.add_argument('--source', required=True,
+                 choices=('torchvision', 'timm', 'detectron'))
+  p.add_argument('--arch', required=True,
+                 choices=('resnet50', 'resnet101', 'resnext101_32x8d'))
+  p.add_argument('input', metavar='IN', help='weights file')
+  p.add_argument('output', metavar='OUT', help='checkpoint prefix to write, '
+                 'e.g. ~/.cache/tf_mtdet/weights/imagenet/resnet50_msra')
+  p.set_defaults(func=_run_convert_weights)
+
+
+def _run_convert_weights(args: argparse.Namespace) -> int:
+  from tf_mtdet.tools import convert_weights  # pylint: disable=g-import-not-at-top
+  out = os.path.expanduser(args.output)
+  report = convert_weights.convert(args.source, args.arch, args.input, out)
+  print(f'{args.input}: {report.line()}; wrote {out} ({args.source} '
+        f'{args.arch}; switches in {out}.json)')
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='tf-mtdet',
@@ -645,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_quickstart(sub)
   _add_analyze_logs(sub)
   _add_data_stats(sub)
+  _add_convert_weights(sub)
   for command in sub.choices.values():
     # Also after the command; SUPPRESS keeps a --debug given before it.
     command.add_argument('--debug', action='store_true',

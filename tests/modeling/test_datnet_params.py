@@ -64,7 +64,8 @@ HEAVY_R50 = 59_849_162
 
 
 def _count(layer) -> int:
-  return sum(w.shape.num_elements() for w in layer.trainable_weights)
+  # Parameters, frozen ones too (the paper's backbone BN and stem are).
+  return sum(w.shape.num_elements() for w in layer.weights if w.trainable)
 
 
 def _parts(name):

@@ -98,7 +98,7 @@ def test_every_table_row_has_its_switches():
     assert (head.collaborative.num_convs, head.collaborative.crop_size,
             head.collaborative.mask_threshold, head.collaborative.jitter,
             head.collaborative.box_weight) == (9, 14, 0.5, 0.15, 2.0), name
-    assert model.backbone.resnet.model_id == depth, name
+    assert model.backbone.resnext.model_id == depth, name
     assert config.schedule.epochs == epochs, name
     parser = config.train_data.parser
     assert (parser.short_side, parser.long_side) == ([800], 1333), name

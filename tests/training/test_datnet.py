@@ -93,65 +93,65 @@ MR = ('', None, 'level_assigned', 7, 'fc', '', 'conv_deconv')
 TINY_ROW = (*LIGHT[:-1], 'fcn')
 TABLE_ROWS = {
     # Table 2 / 3 baseline (and Table 7 Mask R-CNN R50)
-    'mask_rcnn_r50_fpn_1x_coco.yaml': (*MR, 'resnet', 12, False, [], True),
+    'mask_rcnn_r50_fpn_1x_coco.yaml': (*MR, 'resnext', 12, False, [], True),
     # Table 2
     'mask_rcnn_r50_fpn_dt_1x_coco.yaml': (
         'distance_transform', 'sum', 'level_assigned', 7, 'fc', '', 'conv_deconv',
-        'resnet', 12, False, [], True),
+        'resnext', 12, False, [], True),
     'mask_rcnn_r50_fpn_semantic_1x_coco.yaml': (
-        'semantic', 'sum', 'level_assigned', 7, 'fc', '', 'conv_deconv', 'resnet', 12,
+        'semantic', 'sum', 'level_assigned', 7, 'fc', '', 'conv_deconv', 'resnext', 12,
         False, [], True),
     'mask_rcnn_r50_fpn_dt_semantic_1x_coco.yaml': (
         'distance_transform+semantic', 'sum', 'level_assigned', 7, 'fc', '',
-        'conv_deconv', 'resnet', 12, False, [], True),
+        'conv_deconv', 'resnext', 12, False, [], True),
     # Table 3
-    'mask_rcnn_r50_fpn_4conv1fc_1x_coco.yaml': (*MR, 'resnet', 12, False, [],
+    'mask_rcnn_r50_fpn_4conv1fc_1x_coco.yaml': (*MR, 'resnext', 12, False, [],
                                                 True),
     'mask_rcnn_r50_fpn_res5_1x_coco.yaml': (
-        '', None, 'level_assigned', 7, 'res5', '', 'conv_deconv', 'resnet', 12, False,
+        '', None, 'level_assigned', 7, 'res5', '', 'conv_deconv', 'resnext', 12, False,
         [], True),
     'mask_rcnn_r50_fpn_mspwa_2fc_1x_coco.yaml': (
-        '', None, 'multi_scale_attention', 7, 'fc', '', 'conv_deconv', 'resnet', 12,
+        '', None, 'multi_scale_attention', 7, 'fc', '', 'conv_deconv', 'resnext', 12,
         False, [], True),
     'mask_rcnn_r50_fpn_mspwa_4conv1fc_1x_coco.yaml': (
-        '', None, 'multi_scale_attention', 7, 'fc', '', 'conv_deconv', 'resnet', 12,
+        '', None, 'multi_scale_attention', 7, 'fc', '', 'conv_deconv', 'resnext', 12,
         False, [], True),
     'mask_rcnn_r50_fpn_mspwa_res5_1x_coco.yaml': (
-        '', None, 'multi_scale_attention', 7, 'res5', '', 'conv_deconv', 'resnet', 12,
+        '', None, 'multi_scale_attention', 7, 'res5', '', 'conv_deconv', 'resnext', 12,
         False, [], True),
     # Table 4 (and Table 1/7 R50)
-    'datnet_light_r50_fpn_1x_coco.yaml': (*LIGHT, 'resnet', 12, False, [],
+    'datnet_light_r50_fpn_1x_coco.yaml': (*LIGHT, 'resnext', 12, False, [],
                                           True),
-    'datnet_light_r50_fpn_2x_coco.yaml': (*LIGHT, 'resnet', 24, False, [],
+    'datnet_light_r50_fpn_2x_coco.yaml': (*LIGHT, 'resnext', 24, False, [],
                                           True),
-    'datnet_light_r50_fpn_mst_2x_coco.yaml': (*LIGHT, 'resnet', 24, True, [],
+    'datnet_light_r50_fpn_mst_2x_coco.yaml': (*LIGHT, 'resnext', 24, True, [],
                                               True),
-    'datnet_heavy_r50_fpn_1x_coco.yaml': (*HEAVY, 'resnet', 12, False, [],
+    'datnet_heavy_r50_fpn_1x_coco.yaml': (*HEAVY, 'resnext', 12, False, [],
                                           True),
-    'datnet_heavy_r50_fpn_2x_coco.yaml': (*HEAVY, 'resnet', 24, False, [],
+    'datnet_heavy_r50_fpn_2x_coco.yaml': (*HEAVY, 'resnext', 24, False, [],
                                           True),
-    'datnet_heavy_r50_fpn_mst_2x_coco.yaml': (*HEAVY, 'resnet', 24, True, [],
+    'datnet_heavy_r50_fpn_mst_2x_coco.yaml': (*HEAVY, 'resnext', 24, True, [],
                                               True),
     # Table 5
     'mask_rcnn_r50_fpn_1x_coco_proposals.yaml': (
-        *MR, 'resnet', 12, False, ['proposal_recall'], True),
+        *MR, 'resnext', 12, False, ['proposal_recall'], True),
     'datnet_light_r50_fpn_sum_1x_coco_proposals.yaml': (
-        *LIGHT, 'resnet', 12, False, ['proposal_recall'], True),
+        *LIGHT, 'resnext', 12, False, ['proposal_recall'], True),
     'datnet_heavy_r50_fpn_sum_1x_coco_proposals.yaml': (
-        *HEAVY, 'resnet', 12, False, ['proposal_recall'], True),
+        *HEAVY, 'resnext', 12, False, ['proposal_recall'], True),
     'datnet_heavy_r50_fpn_sum2conv_1x_coco_proposals.yaml': (
-        HEAVY[0], 'sum2conv', *HEAVY[2:], 'resnet', 12, False,
+        HEAVY[0], 'sum2conv', *HEAVY[2:], 'resnext', 12, False,
         ['proposal_recall'], True),
     'datnet_heavy_r50_fpn_sum4conv_1x_coco_proposals.yaml': (
-        HEAVY[0], 'sum4conv', *HEAVY[2:], 'resnet', 12, False,
+        HEAVY[0], 'sum4conv', *HEAVY[2:], 'resnext', 12, False,
         ['proposal_recall'], True),
     # Table 6 (VOC, box proxy masks)
-    'faster_rcnn_r50_fpn_voc0712.yaml': (*MR, 'resnet', 12, False,
+    'faster_rcnn_r50_fpn_voc0712.yaml': (*MR, 'resnext', 12, False,
                                          ['coco', 'voc07'], False),
-    'mask_rcnn_r50_fpn_box_masks_voc0712.yaml': (*MR, 'resnet', 12, False,
+    'mask_rcnn_r50_fpn_box_masks_voc0712.yaml': (*MR, 'resnext', 12, False,
                                                  ['coco', 'voc07'], True),
     'datnet_light_r50_fpn_box_masks_voc0712.yaml': (
-        *LIGHT, 'resnet', 12, False, ['coco', 'voc07'], True),
+        *LIGHT, 'resnext', 12, False, ['coco', 'voc07'], True),
     # Table 1 / 7 (ResNeXt-101 32x8d)
     'datnet_light_x101_32x8d_fpn_1x_coco.yaml': (*LIGHT, 'resnext', 12, False,
                                                  [], True),
@@ -183,10 +183,17 @@ def test_every_table_row_has_its_switches():
       assert head.get().loss_weight == 0.25, name
       if head.type == 'semantic':
         assert head.get().loss == 'focal', name
-    if m.backbone.type == 'resnext':
-      x = m.backbone.resnext
+    x = m.backbone.resnext
+    if m.backbone.type == 'resnext' and x.cardinality > 1:
       assert (x.model_id, x.cardinality, x.width_per_group) == (101, 32, 8)
       assert config.train_data.global_batch_size == 8
+    if m.backbone.type == 'resnext':
+      # maskrcnn-benchmark's setting: frozen ImageNet BN, stem and res2
+      # frozen, no SyncBN, the MSRA/FAIR weights.
+      assert (x.frozen_bn, x.freeze_at, m.norm_activation.use_sync_bn) == (
+          True, 2, False), name
+      assert config.runtime.init_checkpoint in (
+          'imagenet/resnet50_msra', 'imagenet/resnext101_32x8d_fair'), name
     if 'mst' in name:
       p = config.train_data.parser
       assert (min(p.short_side), max(p.short_side), p.long_side) == (

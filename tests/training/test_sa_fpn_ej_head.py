@@ -24,7 +24,8 @@ CONFIGS = os.path.join(root.REPO_ROOT, 'configs', 'sa_fpn_ej_head')
 F = 32  # pyramid channels
 FC = 64  # box head FC width
 CONV3 = 9 * F * F + F
-NARROW = ['model.two_stage.backbone.resnet.model_id=18',
+NARROW = ['model.two_stage.backbone.type=resnet',
+          'model.two_stage.backbone.resnet.model_id=18',
           f'model.two_stage.decoder.fpn.num_filters={F}',
           f'model.two_stage.decoder.sa_fpn.num_filters={F}',
           f'model.two_stage.rpn_head.num_filters={F}', f'model.two_stage.mask_head.num_filters={F}',
@@ -219,6 +220,6 @@ def test_every_table_row_has_its_switches():
     ej = model.ej_head
     stages = 1 + len(model.roi_sampler.cascade_iou_thresholds or [])
     got = (neck, fuse, fusion, int(ej.interleaving), int(ej.enriched_feature),
-           ej.boundary_refinement, model.backbone.resnet.model_id, stages,
+           ej.boundary_refinement, model.backbone.resnext.model_id, stages,
            config.schedule.epochs)
     assert got == expected, name

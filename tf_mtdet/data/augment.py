@@ -15,19 +15,46 @@ straight from the full-resolution masks (sharper, and far cheaper than
 resizing every mask to the output size first).
 """
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from official.vision.ops import box_ops
 from official.vision.ops import preprocess_ops
 
+from tf_mtdet.config import backbones as backbone_config
 from tf_mtdet.config import data as data_config
 from tf_mtdet.data import ssd_augment
 
 # What parts may ask the augmentation for besides image, boxes and classes.
 MASKS = 'masks'
 SEMANTIC = 'semantic'
+
+
+def normalize(image: tf.Tensor,
+              normalization: Optional[backbone_config.InputNormalization]
+              = None) -> tf.Tensor:
+  """[H, W, 3] uint8 RGB -> float32 `(pixel[channel_order] - mean) / std`,
+  as the backbone's weights expect (default: Model Garden's ImageNet RGB
+  mean/std)."""
+  if normalization is None:
+    return preprocess_ops.normalize_image(image)
+  image = tf.image.convert_image_dtype(image, tf.float32)  # 0-1
+  if normalization.channel_order == 'bgr':
+    image = image[..., ::-1]
+  return preprocess_ops.normalize_scaled_float_image(
+      image, [m / 255.0 for m in normalization.mean],
+      [d / 255.0 for d in normalization.std])
+
+
+def denormalize(image, normalization: Optional[
+    backbone_config.InputNormalization] = None):
+  """The inverse of `normalize` (numpy): [..., 3] -> RGB 0-255 floats."""
+  normalization = normalization or backbone_config.InputNormalization()
+  image = (np.asarray(image) * np.asarray(normalization.std, np.float32) +
+           np.asarray(normalization.mean, np.float32))
+  return image[..., ::-1] if normalization.channel_order == 'bgr' else image
 
 
 class Augmenter:
@@ -41,13 +68,17 @@ class Augmenter:
   """
 
   def __init__(self, config: data_config.Augmentation, stride: int,
-               needs: Sequence[str] = ()):
+               needs: Sequence[str] = (),
+               normalization: Optional[
+                   backbone_config.InputNormalization] = None):
     """Initializes the augmenter.
 
     Args:
       config: Augmentation options.
       stride: The padded size is a multiple of it (the top pyramid stride).
       needs: Extra fields to produce: `MASKS`, `SEMANTIC`.
+      normalization: What the backbone's weights expect (the model's
+        `backbone.input_normalization`; None: Model Garden's default).
     """
     unknown = set(needs) - {MASKS, SEMANTIC}
     if unknown:
@@ -59,6 +90,7 @@ class Augmenter:
       raise ValueError(f'parser.max_zoom_out must be >= 1, got '
                        f'{config.max_zoom_out}')
     self._cfg = config
+    self._normalization = normalization
     self._needs = frozenset(needs)
     self._short_sides = [int(s) for s in config.short_side]
     if config.resize_mode == 'short_side' and not self._short_sides:
@@ -71,6 +103,10 @@ class Augmenter:
       self._padded_size = preprocess_ops.compute_padded_size(
           [config.long_side, config.long_side], stride)
     self._dtype = tf.dtypes.as_dtype(config.dtype)
+
+  @property
+  def normalization(self) -> Optional[backbone_config.InputNormalization]:
+    return self._normalization
 
   @property
   def needs(self) -> frozenset:
@@ -98,7 +134,7 @@ class Augmenter:
       image: [padded_h, padded_w, 3] normalized, in the configured dtype.
       image_info: [4, 2] Model Garden image info.
     """
-    image = preprocess_ops.normalize_image(image)
+    image = normalize(image, self._normalization)
     image, image_info = self._resize(image, training=False)
     return tf.cast(image, self._dtype), image_info
 
@@ -173,7 +209,7 @@ class Augmenter:
       image = preprocess_ops.color_jitter(
           image, cfg.color_jitter, cfg.color_jitter, cfg.color_jitter)
     original_size = tf.shape(image)[0:2]
-    image = preprocess_ops.normalize_image(image)
+    image = normalize(image, self._normalization)
     # The semantic map rides along as a fourth image channel so each random
     # flip applies to image, boxes, instance masks and semantic map alike.
     with_semantic = SEMANTIC in self._needs

@@ -25,8 +25,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from official.vision.ops import preprocess_ops
-
+from tf_mtdet.data import augment
 from tf_mtdet.data import decoder as decoder_lib
 from tf_mtdet.serving import export as export_lib
 from tf_mtdet.serving import visualize
@@ -186,12 +185,10 @@ def _augmented_examples(config_path: str, overrides: Sequence[str],
     image, labels = parse(decoded)
     return decoded['source_id'], tf.cast(image, tf.float32), labels
 
-  mean = np.array(preprocess_ops.MEAN_NORM, np.float32)
-  std = np.array(preprocess_ops.STDDEV_NORM, np.float32)
   for source_id, image, labels in _records(find_shards(pattern),
                                            decode_and_parse, num):
-    pixels = np.clip(np.round((image * std + mean) * 255.0), 0,
-                     255).astype(np.uint8)
+    pixels = np.clip(np.round(augment.denormalize(
+        image, parser.augmenter.normalization)), 0, 255).astype(np.uint8)
     height, width = pixels.shape[:2]
     valid = labels['gt_classes'] >= 0
     masks = None

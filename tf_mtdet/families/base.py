@@ -73,8 +73,12 @@ class Family(abc.ABC):
                    ) -> parser_lib.DetectionParser:
     """Shared augmentation, then this family's targets."""
     generators = self.target_generators()
-    augmenter = augment.Augmenter(data.parser, self.stride,
-                                  needs=self.augmentation_needs())
+    # Training, evaluation and serving normalise as the backbone's weights
+    # expect.
+    backbone = getattr(self.model_config, 'backbone', None)
+    augmenter = augment.Augmenter(
+        data.parser, self.stride, needs=self.augmentation_needs(),
+        normalization=getattr(backbone, 'input_normalization', None))
     return parser_lib.DetectionParser(augmenter, generators,
                                       self.model_config.num_classes)
 

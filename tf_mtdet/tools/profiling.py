@@ -82,11 +82,19 @@ def model_parts(model: tf_keras.Model) -> dict[str, list[tf_keras.layers.Layer]]
   return parts
 
 
+def _parameters(layer: tf_keras.layers.Layer) -> list[tf.Variable]:
+  """The layer's variables created trainable, whether or not it is frozen."""
+  return [v for v in layer.weights if v.trainable]
+
+
 def count_parameters(model: tf_keras.Model) -> dict[str, Any]:
   """Trainable parameters, in total and per top-level part.
 
-  A variable shared by several parts counts once, for the first of them in
-  attribute order; trainable variables of no part count as `other`.
+  A parameter is a variable created trainable, also in a frozen layer (a
+  frozen stem, frozen BN's scale and bias: the papers count them); BN
+  statistics are not. A variable shared by several parts counts once, for
+  the first of them in attribute order; parameters of no part count as
+  `other`.
 
   Args:
     model: A built model (its variables exist).
@@ -101,14 +109,13 @@ def count_parameters(model: tf_keras.Model) -> dict[str, Any]:
   if not model.variables:
     raise ValueError(f'model {model.name!r} has no variables yet: call it '
                      'once before counting its parameters')
-  trainable = {v.ref(): v.shape.num_elements()
-               for v in model.trainable_variables}
+  trainable = {v.ref(): v.shape.num_elements() for v in _parameters(model)}
   seen = set()
   counts = {}
   for name, layers in model_parts(model).items():
     counts[name] = 0
     for layer in layers:
-      for variable in layer.trainable_variables:
+      for variable in _parameters(layer):
         ref = variable.ref()
         if ref in trainable and ref not in seen:
           seen.add(ref)

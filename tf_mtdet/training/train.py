@@ -16,6 +16,7 @@ from tf_mtdet.data import verify
 from tf_mtdet.evaluation import callbacks as eval_callbacks
 from tf_mtdet.evaluation import metrics as metrics_lib
 from tf_mtdet.training import callbacks
+from tf_mtdet.training import init_checkpoint
 from tf_mtdet.training import schedules
 from tf_mtdet.training import strategy as strategy_lib
 from tf_mtdet.training import trainer as trainer_lib
@@ -33,39 +34,17 @@ def build_model(config: experiment_config.ExperimentConfig,
 
 
 def restore_init_checkpoint(model: tf_keras.Model, path: str,
-                            modules: str) -> None:
-  """Initialises `modules` ('backbone' or 'all') from a checkpoint.
-
-  Accepts Model Garden checkpoints (object graph with `backbone` or `model`
-  at the root) and our own (`model` and `optimizer`).
-  """
-  if tf.io.gfile.isdir(path):
-    latest = tf.train.latest_checkpoint(path)
-    if latest is None:
-      raise ValueError(f'{path}: no checkpoint in this directory')
-    path = latest
-  elif not tf.io.gfile.exists(path + '.index'):
-    raise ValueError(f'{path}: no checkpoint at this path (no {path}.index)')
-  if modules == 'backbone':
-    # Model Garden classification/detection checkpoints both expose the
-    # backbone as `backbone` (detection) or under `model` (ours).
-    reader = tf.train.load_checkpoint(path)
-    names = reader.get_variable_to_shape_map()
-    if any(n.startswith('backbone/') for n in names):
-      ckpt = tf.train.Checkpoint(backbone=model.backbone)
-    else:
-      ckpt = tf.train.Checkpoint(model=tf.train.Checkpoint(
-          backbone=model.backbone))
-  elif modules == 'all':
-    ckpt = tf.train.Checkpoint(model=model)
-  else:
-    raise ValueError(f"init_checkpoint_modules must be 'backbone' or 'all', "
-                     f'got {modules!r}')
-  status = ckpt.read(path)
-  status.expect_partial().assert_existing_objects_matched()
-  logging.info('initialised %s from %s', modules, path)
+                            modules: str, model_config: Any = None,
+                            prefix: str = 'model') -> str:
+  """Initialises `modules` ('backbone' or 'all') from a checkpoint; returns
+  the line saying what it restored (`init_checkpoint.restore`)."""
+  return init_checkpoint.restore(model, path, modules, model_config, prefix)
 
 
+def _say(line: str) -> None:
+  """A line of ours on stdout, from the chief only."""
+  if strategy_lib.is_chief():
+    print(line, flush=True)
 
 
 def create_optimizer_slots(optimizer: tf_keras.optimizers.Optimizer,
@@ -126,8 +105,13 @@ def build_training_state(config: experiment_config.ExperimentConfig,
       checkpoint.restore(resumed_from).assert_existing_objects_matched()
       logging.info('resumed from %s', resumed_from)
     elif runtime.init_checkpoint:
-      restore_init_checkpoint(model, runtime.init_checkpoint,
-                              runtime.init_checkpoint_modules)
+      path = init_checkpoint.resolve(runtime.init_checkpoint)
+      if path is None:
+        _say(init_checkpoint.from_scratch_line(runtime.init_checkpoint))
+      else:
+        _say(restore_init_checkpoint(
+            model, path, runtime.init_checkpoint_modules,
+            config.family_model, f'model.{config.model.type}'))
   return TrainingState(model, optimizer, lr_schedule, trainer, manager,
                        resumed_from)
 

@@ -1,7 +1,9 @@
 """DATNet's res5 RoI heads (Levinshtein et al., Sec. 3.3, Fig. 4; Table 3).
 
-* `RoIRes5`: ResNet's conv5 stage (bottleneck blocks, stride 2 in the first,
-  projection shortcut; ResNeXt blocks with `cardinality` > 1) run on every
+* `RoIRes5`: ResNet's conv5 stage (the backbone's bottleneck blocks, stride 2
+  in the first, projection shortcut; grouped with `cardinality` > 1; with a
+  'resnext' backbone its stride placement, padding and frozen BN, and its
+  ImageNet res5 weights under `--init-checkpoint`) run on every
   pooled RoI: [B, N, k, k, C] -> [B, N, k/2, k/2, 4 * filters]. Registered
   as the 'res5' 'roi_refinement': DATNet Heavy's trunk shared by the box and
   mask branches.
@@ -23,7 +25,6 @@ import tensorflow as tf
 import tf_keras
 
 from official.modeling import tf_utils
-from official.vision.modeling.layers import nn_blocks
 
 from tf_mtdet.config import two_stage as two_stage_config
 from tf_mtdet.modeling import registry
@@ -59,7 +60,9 @@ class RoIRes5(tf_keras.layers.Layer):
 
   def __init__(self, filters: int = 512, num_blocks: int = 3,
                strides: int = 2, cardinality: int = 1,
-               bottleneck_width: int = 0, use_sync_bn: bool = False,
+               bottleneck_width: int = 0, stride_in_1x1: bool = False,
+               padding: str = 'same', frozen_bn: bool = False,
+               use_sync_bn: bool = False,
                norm_momentum: float = 0.99, norm_epsilon: float = 0.001,
                activation: str = 'relu',
                kernel_regularizer: Optional[
@@ -68,26 +71,26 @@ class RoIRes5(tf_keras.layers.Layer):
     self._config_dict = dict(
         filters=filters, num_blocks=num_blocks, strides=strides,
         cardinality=cardinality, bottleneck_width=bottleneck_width,
+        stride_in_1x1=stride_in_1x1, padding=padding, frozen_bn=frozen_bn,
         use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
         norm_epsilon=norm_epsilon, activation=activation,
         kernel_regularizer=kernel_regularizer)
-    norm = dict(activation=activation, use_sync_bn=use_sync_bn,
-                norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
-                kernel_regularizer=kernel_regularizer)
-    if cardinality > 1:
-      # A ResNeXt backbone's res5 (the paper's X101 heads use its own).
-      self._blocks = [
-          resnext.ResNeXtBlock(
-              bottleneck_width or filters, 4 * filters, cardinality,
-              strides=strides if i == 0 else 1, use_projection=i == 0,
-              name=f'block_{i}', **norm)
-          for i in range(num_blocks)]
-    else:
-      self._blocks = [
-          nn_blocks.BottleneckBlock(
-              filters=filters, strides=strides if i == 0 else 1,
-              use_projection=i == 0, name=f'block_{i}', **norm)
-          for i in range(num_blocks)]
+    # The backbone's own blocks (a ResNet's with cardinality 1), so the
+    # ImageNet res5 loads into them (`init_checkpoint.copy_res5`).
+    self._blocks = [
+        resnext.ResNeXtBlock(
+            bottleneck_width or filters, 4 * filters, cardinality,
+            strides=strides if i == 0 else 1, use_projection=i == 0,
+            stride_in_1x1=stride_in_1x1, padding=padding,
+            frozen_bn=frozen_bn, use_sync_bn=use_sync_bn,
+            norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
+            activation=activation, kernel_regularizer=kernel_regularizer,
+            name=f'block_{i}')
+        for i in range(num_blocks)]
+
+  @property
+  def blocks(self) -> list[resnext.ResNeXtBlock]:
+    return list(self._blocks)
 
   def call(self, roi_features: tf.Tensor, training=None) -> tf.Tensor:
     x, leading = _merge_rois(roi_features)
@@ -223,9 +226,15 @@ class DeconvMaskHead(tf_keras.layers.Layer):
 def _res5(config: two_stage_config.TwoStageModel, l2_regularizer,
           name: str) -> RoIRes5:
   res5, norm = config.res5, config.norm_activation
+  # A copy of the backbone's res5 follows its block conventions.
+  backbone = (config.backbone.resnext if config.backbone.type == 'resnext'
+              else None)
   return RoIRes5(
       filters=res5.filters, num_blocks=res5.num_blocks, strides=res5.strides,
       cardinality=res5.cardinality, bottleneck_width=res5.bottleneck_width,
+      stride_in_1x1=bool(backbone and backbone.stride_in_1x1),
+      padding=backbone.padding if backbone else 'same',
+      frozen_bn=bool(backbone and backbone.frozen_bn),
       use_sync_bn=norm.use_sync_bn, norm_momentum=norm.norm_momentum,
       norm_epsilon=norm.norm_epsilon, activation=norm.activation,
       kernel_regularizer=l2_regularizer, name=name)
