@@ -123,3 +123,13 @@ def test_a_part_reading_a_level_the_pyramid_lacks_is_named():
       '{levels: [2, 4]}}]', 'model.two_stage.mask_roi_aligner.'
       'multi_scale_levels=[2, 6]'])
   assert config.family_model.dense_aux_heads[0].semantic.levels == [2, 4]
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+  # YAML 1.1 reads `5e-5` as a string; a float field would refuse it.
+  path = tmp_path / 'decay.yaml'
+  path.write_text('base: ' + experiment.zoo.resolve('ivanet/ivanet_tiny_shapes')
+                  + '\nschedule: {weight_decay: 4e-4}\n')
+  config = experiment.load_config(str(path), ['schedule.base_learning_rate=5E-5'])
+  assert config.schedule.weight_decay == 4e-4
+  assert config.schedule.base_learning_rate == 5e-5

@@ -9,6 +9,7 @@ overrides (`--set` on the command line), both through Model Garden's
 import dataclasses
 import json
 import os
+import re
 from typing import List, Optional, Sequence
 
 import yaml
@@ -146,13 +147,28 @@ class ExperimentConfig(hyperparams.Config):
       check_levels(f'model.{self.model.type}')
 
 
+class _Loader(yaml.SafeLoader):
+  """YAML 1.1's safe loader reading `5e-5` as a float, as YAML 1.2 does (1.1
+  wants `5.0e-5` and reads `5e-5` as a string, which a float field refuses)."""
+
+
+_Loader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$'),
+    list('-+0123456789'))
+
+
+def _load_yaml(stream):
+  return yaml.load(stream, Loader=_Loader)  # noqa: S506  # a safe loader
+
+
 def _load_yaml_with_bases(path: str, seen: Sequence[str] = ()) -> dict:
   path = os.path.abspath(path)
   if path in seen:
     raise ValueError(f'{path}: circular "base" chain {list(seen)}')
   try:
     with open(path, encoding='utf-8') as f:
-      data = yaml.safe_load(f) or {}
+      data = _load_yaml(f) or {}
   except OSError as e:
     raise ValueError(f'{path}: cannot read config: {e.strerror or e}') from e
   except yaml.YAMLError as e:
@@ -204,7 +220,7 @@ def load_config(path: Optional[str] = None,
       raise ValueError(f'--set {item!r}: expected key=value')
     key, value = item.split('=', 1)
     try:
-      parsed = yaml.safe_load(value) if value.strip() else ''
+      parsed = _load_yaml(value) if value.strip() else ''
       nested = parsed
       for part in reversed(key.strip().split('.')):
         nested = {part: nested}
