@@ -178,6 +178,11 @@ def test_missing_weights_train_from_scratch_with_the_command(tmp_path,
       f'loads it)), not found in {tmp_path} ($TF_MTDET_WEIGHTS); make it '
       'with: tf-mtdet convert-weights --source detectron --arch resnet50 '
       f'R-50.pkl {tmp_path}/{NAME}')
+  mg = 'imagenet/resnet50_model_garden'  # a TensorFlow checkpoint: copied
+  assert init_checkpoint.from_scratch_line(mg).endswith(
+      f'make it with: cp ckpt-N.index {tmp_path}/{mg}.index; cp '
+      f'ckpt-N.data-00000-of-00001 {tmp_path}/{mg}.data-00000-of-00001 (the '
+      "checkpoint's own files, renamed)")
   with pytest.raises(ValueError, match="'imagenet/resnet51': unknown"):
     init_checkpoint.resolve('imagenet/resnet51')
   assert init_checkpoint.resolve('some/path') == 'some/path'
@@ -210,6 +215,9 @@ def test_paper_configs_name_their_weights_and_tiny_ones_none():
       assert value in init_checkpoint.WEIGHTS, name
       backbone = config.family_model.backbone
       w = init_checkpoint.WEIGHTS[value]
+      if w.source == init_checkpoint.MODEL_GARDEN:
+        assert backbone.type == 'resnet', name
+        continue
       switches = convert_weights.switches(w.source, w.arch)
       assert backbone.type == 'resnext', name
       assert backbone.resnext.stride_in_1x1 == switches.stride_in_1x1, name
@@ -220,6 +228,7 @@ def test_paper_configs_name_their_weights_and_tiny_ones_none():
       'imagenet/resnext101_32x8d_fair')
   assert named['comask/comask_r50_fpn_2x_coco'] == (
       'imagenet/resnet50_torchvision')
+  assert named['ivanet/ivanet_r50_512_voc'] == 'imagenet/resnet50_model_garden'
 
 
 def test_caffe2_normalisation_in_training_and_serving_preprocessing():
@@ -244,3 +253,28 @@ def test_caffe2_normalisation_in_training_and_serving_preprocessing():
       default.preprocess_image(image)[0][5, 5].numpy(),
       (np.array([200, 100, 50]) - backbone_config.TORCHVISION_MEAN) /
       backbone_config.TORCHVISION_STD, rtol=1e-5)
+
+
+def test_converted_weights_restore_into_the_ivanet_trunk(converted,
+                                                         monkeypatch):
+  """The IvaNet SSD trunk is the configured backbone: converted weights load
+  into it by config (`backbone.type: resnext` + the weights' switches), and
+  its extra levels, outside the backbone, stay at their initialisation."""
+  weights_dir, weights = converted
+  monkeypatch.setenv(init_checkpoint.WEIGHTS_ENV, weights_dir)
+  overrides = {k.replace('model.two_stage.', 'model.single_shot.'): v
+               for k, v in _overrides(weights_dir).items()}
+  config = experiment.load_config('ivanet/ivanet_tiny_shapes', [
+      f'{k}={v}' for k, v in overrides.items()])
+  model = train.build_model(config)
+  extra_before = [w.numpy() for w in model.extra_levels.weights]
+  line = train.restore_init_checkpoint(
+      model, init_checkpoint.resolve(NAME), 'backbone', config.family_model,
+      'model.single_shot')
+  assert 'restored 85 of 85 backbone variables' in line
+  for layer, variable, want in _backbone_values(model.backbone, weights):
+    np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6,
+                               err_msg=variable.name)
+  assert extra_before
+  for variable, before in zip(model.extra_levels.weights, extra_before):
+    np.testing.assert_array_equal(variable.numpy(), before)

@@ -109,10 +109,10 @@ def test_model_garden_resnet50_checkpoint_restores_through_init_checkpoint(
   before = {}
   restore = train.restore_init_checkpoint
 
-  def recording_restore(model, checkpoint, modules):
+  def recording_restore(model, checkpoint, *args):
     before['backbone'] = [w.numpy() for w in model.backbone.weights]
     before['extra'] = [w.numpy() for w in model.extra_levels.weights]
-    restore(model, checkpoint, modules)
+    return restore(model, checkpoint, *args)
 
   monkeypatch.setattr(train, 'restore_init_checkpoint', recording_restore)
   state = train.build_training_state(config, tf.distribute.get_strategy(),

@@ -30,6 +30,8 @@ import tf_keras
 NAME_PREFIX = 'imagenet/'
 WEIGHTS_ENV = 'TF_MTDET_WEIGHTS'
 DEFAULT_WEIGHTS_DIR = os.path.join('~', '.cache', 'tf_mtdet', 'weights')
+# Weights that are a Model Garden TensorFlow checkpoint (no conversion).
+MODEL_GARDEN = 'model_garden'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,13 @@ WEIGHTS = {
         'torchvision', 'resnet101', 'resnet101.safetensors',
         "torchvision's ResNet-101 (mmdetection's torchvision://resnet101; the "
         "hub's timm/resnet101.tv_in1k model.safetensors)"),
+    # A TensorFlow checkpoint already: IvaNet's lineage (TF-slim, BlitzNet)
+    # is TensorFlow, and Model Garden's ResNet-50 is the ImageNet ResNet-50 a
+    # TensorFlow user has; it needs no conversion, only a place.
+    'imagenet/resnet50_model_garden': Weights(
+        MODEL_GARDEN, 'resnet50', 'ckpt-N',
+        "Model Garden's ImageNet ResNet-50 (TF-Vision's resnet50 ImageNet "
+        'classification checkpoint)'),
 }
 
 
@@ -69,10 +78,14 @@ def weights_dir() -> str:
 
 
 def convert_command(name: str) -> str:
-  """The `tf-mtdet convert-weights` command that makes weights `name`."""
-  w = WEIGHTS[name]
+  """The command that makes weights `name`: `tf-mtdet convert-weights`, or
+  for a Model Garden checkpoint the copy that puts it where it is looked up."""
+  w, out = WEIGHTS[name], os.path.join(weights_dir(), name)
+  if w.source == MODEL_GARDEN:
+    return (f'cp {w.file}.index {out}.index; cp {w.file}.data-00000-of-00001 '
+            f'{out}.data-00000-of-00001 (the checkpoint\'s own files, renamed)')
   return (f'tf-mtdet convert-weights --source {w.source} --arch {w.arch} '
-          f'{w.file} {os.path.join(weights_dir(), name)}')
+          f'{w.file} {out}')
 
 
 def resolve(value: str) -> Optional[str]:
