@@ -311,6 +311,16 @@ def _add_export(sub) -> None:
                  help='comma-separated signatures to write (default all: '
                  'serving_default,image_bytes,tf_example); each traces the '
                  'whole model, so fewer export faster')
+  p.add_argument('--batch-size', type=int,
+                 help='static batch size of every signature (default: '
+                 'dynamic); for batching servers and accelerators')
+  p.add_argument('--input-size', type=int, nargs=2,
+                 metavar=('HEIGHT', 'WIDTH'),
+                 help='static image size of serving_default (uint8 [N, '
+                 'HEIGHT, WIDTH, 3]); the eval parser resizes to it '
+                 '(default: any size)')
+  p.add_argument('--no-warmup', dest='warmup', action='store_false',
+                 help="don't write assets.extra/tf_serving_warmup_requests")
   p.set_defaults(func=_run_export)
 
 
@@ -322,7 +332,10 @@ def _run_export(args: argparse.Namespace) -> int:
     signatures = [n.strip() for n in args.signatures.split(',') if n.strip()]
   path = exporter.export_checkpoint(config, args.checkpoint, args.out,
                                     version=args.version, progress=sys.stderr,
-                                    signatures=signatures)
+                                    signatures=signatures,
+                                    batch_size=args.batch_size,
+                                    input_size=args.input_size,
+                                    warmup=args.warmup)
   print(f'exported {path}')
   return 0
 

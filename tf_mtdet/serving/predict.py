@@ -91,13 +91,16 @@ class SavedModelRunner:
       raise PredictError(f'{export_dir}: the SavedModel has no image_bytes '
                          'signature')
     self._signature = loaded.signatures['image_bytes']
+    # A static batch (`export --batch-size N`) gets N copies of the image.
+    (spec,) = self._signature.structured_input_signature[1].values()
+    self._batch = spec.shape[0] or 1
 
   def __call__(self, image_path: str, encoded: bytes) -> Dict[str, np.ndarray]:
     """The signature's outputs for one image, without the batch axis."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from tf_mtdet.serving import adapters  # pylint: disable=g-import-not-at-top
     try:
-      outputs = self._signature(inputs=tf.constant([encoded]))
+      outputs = self._signature(inputs=tf.constant([encoded] * self._batch))
     except tf.errors.InvalidArgumentError as e:
       summary = adapters.error_summary(e.message)
       if 'image declares' in summary:  # The model's own size limit.
