@@ -321,11 +321,33 @@ def _add_export(sub) -> None:
                  '(default: any size)')
   p.add_argument('--no-warmup', dest='warmup', action='store_false',
                  help="don't write assets.extra/tf_serving_warmup_requests")
+  p.add_argument('--format', choices=('saved_model', 'tflite'),
+                 default='saved_model',
+                 help='tflite (single-shot families): OUT/model.tflite and '
+                 'OUT/model.json, batch 1 at --input-size (default: the '
+                 'eval size), NMS in the graph (default: %(default)s)')
+  p.add_argument('--quantize', default='none',
+                 help='(tflite) none, fp16 (float16 weights) or dynamic '
+                 '(int8 weights) (default: %(default)s)')
   p.set_defaults(func=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
   config = _load_config(args)
+  if args.format == 'tflite':
+    from tf_mtdet.serving import tflite  # pylint: disable=g-import-not-at-top
+    if args.signatures is not None or args.version is not None:
+      raise tflite.TFLiteError('--signatures and --version are SavedModel '
+                               'flags; a TFLite export has one signature')
+    path = tflite.export_tflite(config, args.checkpoint, args.out,
+                                quantize=args.quantize,
+                                input_size=args.input_size,
+                                batch_size=args.batch_size,
+                                progress=sys.stderr)
+    print(f'exported {path}')
+    return 0
+  if args.quantize != 'none':
+    raise ValueError(f'--quantize {args.quantize}: goes with --format tflite')
   from tf_mtdet.serving import exporter  # pylint: disable=g-import-not-at-top
   signatures = None
   if args.signatures is not None:

@@ -7,6 +7,7 @@ header first, before anything (the model or PIL) decodes it.
 """
 
 import glob
+import io
 import json
 import os
 import shutil
@@ -47,6 +48,19 @@ def _check_size(image_path: str, encoded: bytes,
     raise PredictError(str(e)) from e
 
 
+def decode_image(image_path: str, encoded: bytes) -> np.ndarray:
+  """[H, W, 3] uint8 RGB pixels (first frame) of an image file's bytes.
+
+  Raises:
+    PredictError: not an image PIL reads.
+  """
+  try:
+    with Image.open(io.BytesIO(encoded)) as image:
+      return np.asarray(image.convert('RGB'))
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise PredictError(f'{image_path}: not a readable image: {e}') from e
+
+
 def read_image(image_path: str,
                max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS
                ) -> np.ndarray:
@@ -57,12 +71,9 @@ def read_image(image_path: str,
       more than `max_image_pixels` pixels (None or 0: no limit).
   """
   # The OS error message, not PIL's; the size before PIL decodes anything.
-  _check_size(image_path, _read_bytes(image_path), max_image_pixels)
-  try:
-    with Image.open(image_path) as image:
-      return np.asarray(image.convert('RGB'))
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise PredictError(f'{image_path}: not a readable image: {e}') from e
+  encoded = _read_bytes(image_path)
+  _check_size(image_path, encoded, max_image_pixels)
+  return decode_image(image_path, encoded)
 
 
 class SavedModelRunner:
@@ -112,15 +123,18 @@ class SavedModelRunner:
 
 
 def load_model(model: Union[str, Any]) -> Any:
-  """A runner for `predict_image`: a `.tflite` file (`tflite.TFLiteRunner`),
-  a SavedModel directory or loaded SavedModel (`SavedModelRunner`), or a
-  runner already made (returned as is)."""
+  """A runner for `predict_image`: a `.tflite` file or the folder holding
+  it (`tflite.TFLiteRunner`), a SavedModel directory or loaded SavedModel
+  (`SavedModelRunner`), or a runner already made (returned as is)."""
   if callable(model) and not hasattr(model, 'signatures'):
     return model
-  if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(
-      '.tflite'):
-    from tf_mtdet.serving import tflite  # pylint: disable=g-import-not-at-top
-    return tflite.TFLiteRunner(os.fspath(model))
+  if isinstance(model, (str, os.PathLike)):
+    path = os.fspath(model)
+    # pylint: disable-next=g-import-not-at-top
+    from tf_mtdet.serving import tflite
+    if path.endswith('.tflite') or os.path.isfile(
+        os.path.join(path, tflite.TFLITE_FILE)):
+      return tflite.TFLiteRunner(path)
   return SavedModelRunner(model)
 
 
