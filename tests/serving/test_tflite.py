@@ -25,30 +25,6 @@ LABEL_MAP = {1: 'circle', 2: 'square', 3: 'triangle'}
 TOP = 10  # SavedModel detections each checked for a TFLite match.
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """[n, m] IoU of yxyx boxes."""
-  top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-  bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-  inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-  area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=-1)
-  return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
-
-
-def unmatched(reference, candidate, iou=0.9, score_tolerance=0.02):
-  """Reference detections (top TOP) with no candidate of the same class, box
-  IoU >= iou and score within score_tolerance."""
-  ious = box_iou(reference['boxes'][:TOP], candidate['boxes'])
-  missing = []
-  for i in range(min(TOP, len(reference['scores']))):
-    same = ((candidate['classes'] == reference['classes'][i]) &
-            (ious[i] >= iou) &
-            (np.abs(candidate['scores'] - reference['scores'][i]) <=
-             score_tolerance))
-    if not same.any():
-      missing.append(i)
-  return missing
-
-
 @pytest.fixture(scope='module')
 def exports(tmp_path_factory):
   """The tiny IvaNet (random weights) as a SavedModel and as TFLite, and
@@ -87,7 +63,7 @@ def test_tflite_finds_the_saved_models_detections(exports):
     reference = predict.predict_image(saved, image, score_threshold=0.0)
     found = predict.predict_image(lite, image, score_threshold=0.0)
     assert len(reference['scores']) >= TOP, image
-    assert unmatched(reference, found) == [], image
+    assert tflite.unmatched_detections(reference, found, top=TOP) == [], image
     assert found['class_names'][0] == LABEL_MAP[int(found['classes'][0])]
     # The class map, back at the original size.
     assert found['semantic_map'].shape == reference['semantic_map'].shape

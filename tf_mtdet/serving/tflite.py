@@ -353,3 +353,40 @@ def decode_outputs(raw: Mapping[str, np.ndarray], info: np.ndarray,
     outputs['semantic_map'] = np.clip(labels[rows][:, cols], 0, 255).astype(
         np.uint8)
   return outputs
+
+
+def score_differences(reference: Mapping[str, Any],
+                      candidate: Mapping[str, Any], top: int = 10,
+                      min_iou: float = 0.9) -> list:
+  """Per detection of `reference`'s first `top`: the smallest score
+  difference to a `candidate` detection of the same class with box IoU >=
+  `min_iou`, or None when there is none. Both as `predict_image` returns."""
+  # pylint: disable-next=g-import-not-at-top
+  from official.vision.utils.object_detection import np_box_ops
+  count = min(top, len(reference['scores']))
+  if not count or not len(candidate['scores']):
+    return [None] * count
+  ious = np_box_ops.iou(np.asarray(reference['boxes'][:count], np.float32),
+                        np.asarray(candidate['boxes'], np.float32))
+  scores = np.asarray(candidate['scores'])
+  differences = []
+  for i in range(count):
+    found = ((np.asarray(candidate['classes']) == reference['classes'][i]) &
+             (ious[i] >= min_iou))
+    differences.append(float(np.min(np.abs(scores[found] -
+                                           reference['scores'][i])))
+                       if found.any() else None)
+  return differences
+
+
+def unmatched_detections(reference: Mapping[str, Any],
+                         candidate: Mapping[str, Any], top: int = 10,
+                         min_iou: float = 0.9,
+                         score_tolerance: float = 0.02) -> list:
+  """Indices of `reference`'s first `top` detections that `candidate` does
+  not find: no detection of the same class with box IoU >= `min_iou` and a
+  score within `score_tolerance` (how the TFLite model is held to the
+  SavedModel's detections)."""
+  return [i for i, d in enumerate(score_differences(reference, candidate, top,
+                                                    min_iou))
+          if d is None or d > score_tolerance]
