@@ -9,7 +9,7 @@ The input size is the config's eval size unless `--input-size` says
 otherwise.
 
   python bench/serving_batch.py [--config NAME|YAML] [--checkpoint DIR]
-      [--batches 1 4 8] [--runs 20] [--input-size H W] [--json]
+      [--batches 1 4 8] [--runs 20] [--input-size H W] [--dynamic] [--json]
 
 Without `--checkpoint` the model has random weights (the timing of a
 fixed-size detector does not depend on them; the number of boxes NMS keeps
@@ -32,8 +32,9 @@ DEFAULT_CONFIG = 'mask_rcnn/mask_rcnn_quickstart_shapes'
 
 
 def measure(config_name: str, checkpoint, batches, runs: int, input_size,
-            overrides=()) -> list:
-  """Rows of {batch, median_ms, min_ms, images_per_s, export_s}."""
+            overrides=(), dynamic: bool = False) -> list:
+  """Rows of {batch, median_ms, min_ms, images_per_s, export_s}; with
+  `dynamic` one dynamic-batch export serves every batch size."""
   # pylint: disable=g-import-not-at-top
   import numpy as np
   import tensorflow as tf
@@ -59,16 +60,18 @@ def measure(config_name: str, checkpoint, batches, runs: int, input_size,
   image = warmup.generated_image(*input_size)
   rows = []
   with tempfile.TemporaryDirectory() as workdir:
+    signature = None
     for batch in batches:
-      module = export.ServingModule(
-          model, family, family.build_parser(config.eval_data),
-          batch_size=batch, input_size=input_size)
-      start = time.monotonic()
-      path = export.export_saved_model(
-          module, os.path.join(workdir, f'batch{batch}'),
-          signatures=['serving_default'], warmup=False)
-      export_s = time.monotonic() - start
-      signature = tf.saved_model.load(path).signatures['serving_default']
+      if signature is None or not dynamic:
+        module = export.ServingModule(
+            model, family, family.build_parser(config.eval_data),
+            batch_size=None if dynamic else batch, input_size=input_size)
+        start = time.monotonic()
+        path = export.export_saved_model(
+            module, os.path.join(workdir, f'batch{batch}'),
+            signatures=['serving_default'], warmup=False)
+        export_s = time.monotonic() - start
+        signature = tf.saved_model.load(path).signatures['serving_default']
       images = tf.constant(np.repeat(image[np.newaxis], batch, axis=0))
       for _ in range(2):  # First runs: kernel selection, memory pools.
         signature(inputs=images)
@@ -107,15 +110,19 @@ def main() -> int:
                       metavar=('HEIGHT', 'WIDTH'))
   parser.add_argument('--set', action='append', default=[],
                       metavar='KEY=VALUE')
+  parser.add_argument('--dynamic', action='store_true',
+                      help='one dynamic-batch export fed every batch size '
+                      '(the default export) instead of one static export each')
   parser.add_argument('--json', action='store_true')
   args = parser.parse_args()
   rows = measure(args.config, args.checkpoint, args.batches, args.runs,
-                 args.input_size, args.set)
+                 args.input_size, args.set, args.dynamic)
   if args.json:
     print(json.dumps(rows))
   else:
     size = rows[0]['input_size']
-    print(f'{args.config}, static input {size[0]}x{size[1]}, '
+    kind = 'dynamic batch' if args.dynamic else 'static batch'
+    print(f'{args.config}, {kind}, input {size[0]}x{size[1]}, '
           f'{args.runs} calls per batch size, serving_default')
     print(format_table(rows))
   return 0

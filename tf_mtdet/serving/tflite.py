@@ -361,13 +361,15 @@ def score_differences(reference: Mapping[str, Any],
   """Per detection of `reference`'s first `top`: the smallest score
   difference to a `candidate` detection of the same class with box IoU >=
   `min_iou`, or None when there is none. Both as `predict_image` returns."""
-  # pylint: disable-next=g-import-not-at-top
-  from official.vision.utils.object_detection import np_box_ops
+  from pycocotools import mask as mask_api  # pylint: disable=g-import-not-at-top
   count = min(top, len(reference['scores']))
   if not count or not len(candidate['scores']):
     return [None] * count
-  ious = np_box_ops.iou(np.asarray(reference['boxes'][:count], np.float32),
-                        np.asarray(candidate['boxes'], np.float32))
+  xywh = lambda b: np.stack([b[:, 1], b[:, 0], b[:, 3] - b[:, 1],
+                             b[:, 2] - b[:, 0]], axis=-1).astype(np.float64)
+  ious = mask_api.iou(xywh(np.asarray(reference['boxes'][:count])),
+                      xywh(np.asarray(candidate['boxes'])),
+                      [0] * len(candidate['scores']))
   scores = np.asarray(candidate['scores'])
   differences = []
   for i in range(count):
