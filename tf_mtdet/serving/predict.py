@@ -1,10 +1,13 @@
-"""One image file through an exported SavedModel; picture and JSON out.
+"""Images through an exported model; pictures and JSON out.
 
-`predict_image` sends the file's bytes to the `image_bytes` signature, so it
-sees exactly what a TF Serving client sending the same file would get. An
+`predict_image` sends an image file's bytes to a SavedModel's `image_bytes`
+signature (`SavedModelRunner`), so it sees exactly what a TF Serving client
+sending the same file would get, or runs a TFLite export with the LiteRT
+interpreter (`tflite.TFLiteRunner`), which returns the same outputs. An
 image declaring more than `max_image_pixels` pixels is refused from its
 header first, before anything (the model or PIL) decodes it.
-"""
+`predict_files` runs a folder or glob (`list_images`): a picture per image
+and one COCO results list (`coco_results`), nothing partial on failure."""
 
 import glob
 import io
@@ -91,7 +94,6 @@ class SavedModelRunner:
       PredictError: no SavedModel there, or one without `image_bytes`.
     """
     from tf_mtdet.serving import adapters  # pylint: disable=g-import-not-at-top
-    self.source = export_dir
     loaded = export_dir
     if isinstance(export_dir, (str, os.PathLike)):
       try:
