@@ -105,7 +105,8 @@ class SavedModelRunner:
                          'signature')
     self._signature = loaded.signatures['image_bytes']
     # A static batch (`export --batch-size N`) gets N copies of the image.
-    (spec,) = self._signature.structured_input_signature[1].values()
+    args, kwargs = self._signature.structured_input_signature
+    (spec,) = [*args, *kwargs.values()]
     self._batch = spec.shape[0] or 1
 
   def __call__(self, image_path: str, encoded: bytes) -> Dict[str, np.ndarray]:
