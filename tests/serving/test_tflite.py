@@ -6,7 +6,6 @@ import json
 import os
 import types
 
-import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras

@@ -28,7 +28,6 @@ the same detections as from the SavedModel.
 size, quantisation, label map, score threshold) beside it.
 """
 
-import io
 import json
 import os
 import shutil
