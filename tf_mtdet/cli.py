@@ -4,6 +4,7 @@ Heavy imports (TensorFlow) happen inside the subcommands so `--help` is instant.
 """
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -416,31 +417,87 @@ def _add_export(sub) -> None:
                  help='comma-separated signatures to write (default all: '
                  'serving_default,image_bytes,tf_example); each traces the '
                  'whole model, so fewer export faster')
+  p.add_argument('--batch-size', type=int,
+                 help='static batch size of every signature (default: '
+                 'dynamic); for batching servers and accelerators')
+  p.add_argument('--input-size', type=int, nargs=2,
+                 metavar=('HEIGHT', 'WIDTH'),
+                 help='static image size of serving_default (uint8 [N, '
+                 'HEIGHT, WIDTH, 3]); the eval parser resizes to it '
+                 '(default: any size)')
+  p.add_argument('--no-warmup', dest='warmup', action='store_false',
+                 help="don't write assets.extra/tf_serving_warmup_requests")
+  p.add_argument('--format', choices=('saved_model', 'tflite'),
+                 default='saved_model',
+                 help='tflite (single-shot families): OUT/model.tflite and '
+                 'OUT/model.json, batch 1 at --input-size (default: the '
+                 'eval size), NMS in the graph (default: %(default)s)')
+  p.add_argument('--quantize', default='none',
+                 help='(tflite) none, fp16 (float16 weights) or dynamic '
+                 '(int8 weights) (default: %(default)s)')
   p.set_defaults(func=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
   config = _load_config(args)
+  if args.format == 'tflite':
+    from tf_mtdet.serving import tflite  # pylint: disable=g-import-not-at-top
+    if args.signatures is not None or args.version is not None:
+      raise tflite.TFLiteError('--signatures and --version are SavedModel '
+                               'flags; a TFLite export has one signature')
+    path = tflite.export_tflite(config, args.checkpoint, args.out,
+                                quantize=args.quantize,
+                                input_size=args.input_size,
+                                batch_size=args.batch_size,
+                                progress=sys.stderr)
+    print(f'exported {path}')
+    return 0
+  if args.quantize != 'none':
+    raise ValueError(f'--quantize {args.quantize}: goes with --format tflite')
   from tf_mtdet.serving import exporter  # pylint: disable=g-import-not-at-top
   signatures = None
   if args.signatures is not None:
     signatures = [n.strip() for n in args.signatures.split(',') if n.strip()]
   path = exporter.export_checkpoint(config, args.checkpoint, args.out,
                                     version=args.version, progress=sys.stderr,
-                                    signatures=signatures)
+                                    signatures=signatures,
+                                    batch_size=args.batch_size,
+                                    input_size=args.input_size,
+                                    warmup=args.warmup)
   print(f'exported {path}')
   return 0
 
 
 def _add_predict(sub) -> None:
-  p = sub.add_parser('predict', help='detect on an image with a SavedModel '
-                     'and draw the result')
-  p.add_argument('--saved-model', required=True,
-                 help='export dir (latest version) or a version dir')
-  p.add_argument('--image', required=True)
-  p.add_argument('--out', required=True, help='picture with detections (PNG)')
-  p.add_argument('--json', help='detections as JSON (masks as COCO RLE)')
-  p.add_argument('--score-threshold', type=float, default=0.3)
+  p = sub.add_parser(
+      'predict', help='detect on images with a SavedModel or a TFLite model '
+      'and draw the results',
+      description='One image: --out is its picture and --json its detections. '
+      'A folder or a glob: every image goes through the model, --out is a '
+      'folder of pictures (<image stem>.png) and --json one COCO results '
+      'list (image_id, category_id, bbox [x, y, w, h] in original pixels, '
+      'score, segmentation as RLE, file_name). A bad image stops the run '
+      'naming it, leaving no picture or JSON of the run.')
+  p.add_argument('--model', '--saved-model', dest='model', required=True,
+                 help='SavedModel export dir (latest version) or version '
+                 'dir, or a .tflite file from export --format tflite')
+  p.add_argument('--image', required=True,
+                 help="an image file, a folder of images, or a glob "
+                 "('photos/*.jpg', quoted)")
+  p.add_argument('--out', required=True, help='picture with detections '
+                 '(PNG); a folder for a folder or glob of images')
+  p.add_argument('--json', help='one image: its detections as JSON (masks '
+                 'as COCO RLE); a folder or glob: a COCO results list')
+  p.add_argument('--annotations', help='(folder or glob) COCO JSON whose '
+                 'images[].file_name gives each image its image_id by '
+                 'basename (default: images numbered 1..N in sorted order)')
+  p.add_argument('--score-threshold', type=float, default=0.3,
+                 help='detections drawn (and in a one-image JSON) score at '
+                 'least this (default: %(default)s)')
+  p.add_argument('--json-score-threshold', type=float, default=0.0,
+                 help='(folder or glob) detections in the COCO results '
+                 'score at least this (default: %(default)s, all the model '
+                 'returns, as AP wants)')
   p.add_argument('--max-image-pixels', type=int,
                  default=image_size.DEFAULT_MAX_IMAGE_PIXELS,
                  help='refuse images declaring more pixels (width x height, '
@@ -451,7 +508,22 @@ def _add_predict(sub) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
   from tf_mtdet.serving import predict  # pylint: disable=g-import-not-at-top
-  detections = predict.predict_image(args.saved_model, args.image,
+  if os.path.isdir(args.image) or glob.has_magic(args.image):
+    files = predict.list_images(args.image)
+    summary = predict.predict_files(
+        args.model, files, args.out, args.json, annotations=args.annotations,
+        score_threshold=args.score_threshold,
+        json_score_threshold=args.json_score_threshold,
+        max_image_pixels=args.max_image_pixels, progress=sys.stderr)
+    print(f'{summary["images"]} image(s), {summary["detections"]} '
+          f'detection(s) >= {args.score_threshold} drawn to {args.out}'
+          + (f', {summary["results"]} COCO results in {args.json}'
+             if args.json else ''))
+    return 0
+  if args.annotations:
+    raise predict.PredictError('--annotations goes with a folder or glob '
+                               'of images')
+  detections = predict.predict_image(args.model, args.image,
                                      score_threshold=args.score_threshold,
                                      max_image_pixels=args.max_image_pixels)
   predict.write_prediction(args.image, detections, args.out, args.json,

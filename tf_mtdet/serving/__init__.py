@@ -1,10 +1,14 @@
 """Serving: SavedModel export for TF Serving, local request adapters, predict.
 
 * `export`: `ServingModule` (signatures `serving_default`, `image_bytes`,
-  `tf_example`) and `export_saved_model` (versioned, atomic).
+  `tf_example`; dynamic or static shapes) and `export_saved_model`
+  (versioned, atomic, with TF Serving warm-up requests from `warmup`).
 * `adapters`: TF Serving's REST and gRPC `Predict` semantics on a locally
   loaded SavedModel (tests, debugging without the model server binary).
-* `predict`: one image file through the `image_bytes` signature; JSON/PNG out.
+* `tflite`: TFLite export of the single-shot families and its interpreter
+  runner.
+* `predict`: image files, folders or globs through a SavedModel or TFLite
+  model; pictures, JSON and COCO results out.
 * `visualize`: boxes, masks and labels drawn on an image (numpy and OpenCV
   only).
 
@@ -24,6 +28,8 @@ _EXPORTS = {
     'predict_rest': 'adapters',
     'predict_grpc': 'adapters',
     'predict_image': 'predict',
+    'predict_files': 'predict',
+    'export_tflite': 'tflite',
     'write_prediction': 'predict',
     'draw_detections': 'visualize',
 }

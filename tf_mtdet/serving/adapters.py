@@ -11,6 +11,11 @@ server binary:
 * `predict_grpc(loaded, request)` answers a `PredictRequest` with a
   `PredictResponse`, or raises `ServingError`, a `grpc.RpcError` with the
   status code the server would send (INVALID_ARGUMENT for a bad request).
+
+`tensorflow_serving` (the `tensorflow-serving-api` dev extra) is imported
+only by `predict_grpc`, the one function that needs its protos: `load`,
+`error_summary` and `predict_rest`, which `tf-mtdet predict` uses, work on a
+plain install.
 """
 
 import base64
@@ -21,7 +26,6 @@ from typing import Any, Dict, Mapping, Optional, Union
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
 
 _DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 # OpError codes are the canonical (gRPC) status codes.
@@ -320,8 +324,8 @@ def predict_rest(loaded: Any,
 # gRPC ------------------------------------------------------------------------
 
 
-def predict_grpc(loaded: Any, request: predict_pb2.PredictRequest
-                 ) -> predict_pb2.PredictResponse:
+def predict_grpc(loaded: Any, request: 'predict_pb2.PredictRequest'
+                 ) -> 'predict_pb2.PredictResponse':
   """Answers a gRPC `PredictRequest` as TF Serving's `Predict` does.
 
   Args:
@@ -338,6 +342,9 @@ def predict_grpc(loaded: Any, request: predict_pb2.PredictRequest
     ServingError: with `code()` INVALID_ARGUMENT for a bad request (unknown
       signature, input name, dtype, shape, or content the model rejects).
   """
+  # The dev extra; only the gRPC request format needs it.
+  from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+
   name = request.model_spec.signature_name or _DEFAULT_SIGNATURE
   function = _signature(loaded, name)
   inputs = {}

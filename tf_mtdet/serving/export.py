@@ -45,8 +45,16 @@ Outputs (every signature), with `B` the batch and `N` the detections:
 * `image_info` [B, 4, 2] float32: Model Garden's image info ([original
   size], [resized size], [y, x scale], [y, x offset]).
 
+With `batch_size` and `input_size` (`export --batch-size N --input-size H W`,
+as Model Garden's `export_saved_model` takes them) the signatures have static
+shapes: `serving_default` takes uint8 `[N, H, W, 3]`, the string signatures
+`[N]`, for batching servers and accelerators that want them. By default
+every dimension is dynamic.
+
 `export_saved_model` writes `export_dir/<version>/` (the layout TF Serving
-watches) atomically, with the label map in `assets/label_map.json`.
+watches) atomically, with the label map in `assets/label_map.json` and TF
+Serving's warm-up requests in `assets.extra/tf_serving_warmup_requests`
+(`warmup`).
 """
 
 import json
@@ -69,6 +77,7 @@ from official.vision.ops import box_ops
 from tf_mtdet.data import image_size
 from tf_mtdet.data import parser as parser_lib
 from tf_mtdet.serving import image_header
+from tf_mtdet.serving import warmup as warmup_lib
 
 LABEL_MAP_ASSET = 'label_map.json'
 INPUT_NAME = 'inputs'
@@ -208,6 +217,8 @@ class ServingModule(export_base.ExportModule):
                score_threshold: float = 0.0,
                max_image_pixels: Optional[int] = (
                    image_size.DEFAULT_MAX_IMAGE_PIXELS),
+               batch_size: Optional[int] = None,
+               input_size: Optional[Sequence[int]] = None,
                params: Any = None):
     """Initializes the module.
 
@@ -225,7 +236,15 @@ class ServingModule(export_base.ExportModule):
         the model returns).
       max_image_pixels: Largest image accepted, in pixels (height x width,
         as declared by an encoded image's header); None or 0: no limit.
+      batch_size: Static batch size of every signature; None: dynamic.
+      input_size: (height, width) of `serving_default`'s images, which then
+        take exactly 3 channels; None: any size and 1, 3 or 4 channels.
+        The parser should resize to it (`eval_data.parser.output_size`),
+        so the model sees the pixels unresized.
       params: Optional experiment config, kept as Model Garden's `params`.
+
+    Raises:
+      ValueError: a batch size or input size below 1.
     """
     super().__init__(params=params, model=model)
     if max_detections is not None and max_detections < 1:
@@ -242,6 +261,10 @@ class ServingModule(export_base.ExportModule):
     if max_image_pixels is not None and max_image_pixels < 0:
       raise ValueError(f'max_image_pixels must be >= 0, got {max_image_pixels}')
     self._max_image_pixels = int(max_image_pixels or 0)
+    check_static_shape(batch_size, input_size)
+    self.batch_size = None if batch_size is None else int(batch_size)
+    self.input_size = None if input_size is None else tuple(
+        int(v) for v in input_size)
     # Shapes and dtype of the parser's output, read off a trace.
     image_spec, info_spec = tf.function(
         parser.preprocess_image).get_concrete_function(
@@ -268,6 +291,15 @@ class ServingModule(export_base.ExportModule):
   @property
   def label_map(self) -> Dict[int, str]:
     return dict(self._label_items)
+
+  @property
+  def warmup_image_size(self) -> Tuple[int, int]:
+    """The image size of the warm-up requests: `input_size`, else the
+    preprocessed (padded) size when static, else 256 x 256."""
+    if self.input_size:
+      return self.input_size
+    height, width = self._preprocessed_spec[0].shape[:2]
+    return (height or 256, width or 256)
 
   # Preprocessing ------------------------------------------------------------
 
@@ -555,14 +587,17 @@ class ServingModule(export_base.ExportModule):
       `{signature_name: concrete function}` for `tf.saved_model.save`.
     """
     function_keys = dict(function_keys or SIGNATURES)
+    batch = self.batch_size
+    height, width, channels = (*self.input_size, 3) if self.input_size else (
+        None, None, None)
     functions = {
         'image_tensor': (self._shared.inference_from_image_tensors,
-                         tf.TensorSpec([None, None, None, None], tf.uint8,
-                                       name=INPUT_NAME)),
+                         tf.TensorSpec([batch, height, width, channels],
+                                       tf.uint8, name=INPUT_NAME)),
         'image_bytes': (self._shared.inference_from_image_bytes,
-                        tf.TensorSpec([None], tf.string, name=INPUT_NAME)),
+                        tf.TensorSpec([batch], tf.string, name=INPUT_NAME)),
         'tf_example': (self._shared.inference_from_tf_example,
-                       tf.TensorSpec([None], tf.string, name=INPUT_NAME)),
+                       tf.TensorSpec([batch], tf.string, name=INPUT_NAME)),
     }
     signatures = {}
     for key, name in function_keys.items():
@@ -606,6 +641,22 @@ def semantic_at_original_size(semantic: tf.Tensor,
                    fn_output_signature=tf.TensorSpec([None, None], tf.uint8))
 
 
+def check_static_shape(batch_size: Optional[int],
+                       input_size: Optional[Sequence[int]]) -> None:
+  """Refuses a batch or input size no model can take, before any work.
+
+  Raises:
+    ValueError: naming the flag.
+  """
+  if batch_size is not None and batch_size < 1:
+    raise ValueError(f'--batch-size {batch_size}: a batch holds at least one '
+                     'image')
+  if input_size is not None and (len(input_size) != 2 or
+                                 min(input_size) < 1):
+    raise ValueError(f'--input-size {" ".join(map(str, input_size))}: '
+                     'expected a positive HEIGHT and WIDTH')
+
+
 def _next_version(export_dir: str) -> int:
   versions = [int(name) for name in os.listdir(export_dir)
               if name.isdigit() and os.path.isdir(os.path.join(export_dir,
@@ -640,7 +691,10 @@ def export_saved_model(module: ServingModule,
                        version: Optional[int] = None,
                        checkpoint_path: Optional[str] = None,
                        progress: Optional[TextIO] = None,
-                       signatures: Optional[Sequence[str]] = None) -> str:
+                       signatures: Optional[Sequence[str]] = None,
+                       warmup: bool = True,
+                       warmup_image_size: Optional[Sequence[int]] = None
+                       ) -> str:
   """Writes `export_dir/<version>/` (saved_model.pb, variables, assets).
 
   The SavedModel is written to a hidden sibling directory (a name TF Serving
@@ -660,6 +714,11 @@ def export_saved_model(module: ServingModule,
     signatures: Signature names to write (default all three:
       `serving_default`, `image_bytes`, `tf_example`); each one traces the
       whole model, so fewer export faster.
+    warmup: Write TF Serving's warm-up requests (`warmup.py`): one per
+      signature and batch size (the static one, else 1 and 2), of a
+      generated image.
+    warmup_image_size: (height, width) of that image; default the module's
+      `input_size`, else its preprocessed (padded) size, else 256 x 256.
 
   Returns:
     The version directory written.
@@ -704,6 +763,12 @@ def export_saved_model(module: ServingModule,
         save_traces=False, in_tf_saved_model_scope=True):
       export_base.export(module, keys, staging_dir,
                          checkpoint_path=checkpoint_path, timestamped=False)
+    if warmup:
+      batches = ((module.batch_size,) if module.batch_size else
+                 warmup_lib.DYNAMIC_BATCH_SIZES)
+      warmup_lib.write_warmup_requests(
+          staging_dir, {name: batches for name in keys.values()},
+          warmup_image_size or module.warmup_image_size)
     if os.path.exists(final_dir):
       raise FileExistsError(f'{final_dir}: version {version} appeared while '
                             'exporting; refusing to overwrite it')
