@@ -113,7 +113,7 @@ def dense_offset_targets(rois: tf.Tensor, gt_boxes: tf.Tensor,
       centre to the ground-truth edges, divided by the RoI's width (l, r)
       or height (t, b).
     inside: [B, K, G, G] float, 1 where the cell centre lies strictly inside
-      the ground-truth box (only those cells are regressed).
+      the ground-truth box (the cells 'w/o CL' trains).
   """
   centres = cell_centres(rois, grid)
   cy, cx = centres[..., 0], centres[..., 1]
