@@ -1,5 +1,9 @@
 """CoMask's collaborative head: Eqns. 8-9 by hand, dense offset targets on a
-hand-built RoI, the IoU losses, sampling, and the head in the model."""
+hand-built RoI, the per-cell mask-weighted IoU loss by hand, the random RoI
+subset, and the head in the model: trained loss values by hand, the mask
+threshold reaching the head, every real detection refined, the final masks
+from the head re-run on the refined boxes, the classification-only box
+head."""
 
 import os
 
