@@ -1,6 +1,5 @@
 """Tiny CoMask end to end: trained on 2 logical CPU replicas with SyncBN
-(every loss finite; the classification, RPN, coarse mask and total losses
-falling), evaluated
+(every loss finite; the classification, RPN and total losses falling), evaluated
 (box and mask AP), exported and served; and every paper table row's
 switches."""
 
@@ -55,12 +54,13 @@ def test_tiny_comask_trains_on_two_replicas_evaluates_exports_and_serves(
   history = result['history']
   for name, values in history.items():
     assert len(values) == 3 and all(v == v for v in values), (name, values)
-  # collab_dense is left out: it sums the cells the coarse mask counts, so
-  # it grows while the mask learns (test_collaborative_head's fixed-RoI test
-  # follows its mean per counted cell falling), and frcnn_box has weight 0
-  # (the box head is classification-only).
-  for name in ('collab_coarse_mask_loss', 'frcnn_cls_loss', 'rpn_score_loss',
-               'total_loss'):
+  # The head's terms are left out (test_collaborative_head's fixed-RoI test
+  # shows both learning): collab_dense sums the cells the coarse mask
+  # counts, so it grows while the mask learns, and collab_coarse_mask moves
+  # from log 2 by ~5e-5 in 9 SGD steps (its logits conv starts at std
+  # 0.001: 0.693164 -> 0.693115 in one run). frcnn_box has weight 0 (the
+  # box head is classification-only).
+  for name in ('frcnn_cls_loss', 'rpn_score_loss', 'total_loss'):
     values = history[name]
     assert values[-1] < values[0], (name, values)
   assert 0.0 <= result['ap'] <= 1.0 and 0.0 <= result['mask_ap'] <= 1.0
