@@ -1,5 +1,7 @@
 """CoMask's MSFEM and MFPN: branch shapes on odd sizes, channel attention by
-hand, the registered neck's contract and its branch switch."""
+hand, the module's output by hand from its branches (fusion, attention,
+output conv), each branch reaching the output, the registered neck's
+contract and its branch switch."""
 
 import numpy as np
 import pytest
@@ -60,6 +62,53 @@ def test_channel_attention_by_hand():
   expected = x * scale
   np.testing.assert_allclose(layer(tf.constant(x)).numpy(), expected,
                              rtol=1e-6)
+
+
+def _np_sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+@pytest.mark.parametrize('branches', [1, 4])
+def test_msfem_output_by_hand_from_its_branches(branches):
+  """Eqns. 2-7: f = conv1x1(concat branches), y = f * sigmoid(FC(ReLU(FC(
+  GAP(f))))), out = ReLU(y + GN(conv3x3(y))), the attention weights set so
+  that the scale differs by channel."""
+  tf.random.set_seed(4)
+  module = msfem.MSFEM(num_filters=8, branches=branches, reduction=2)
+  x = tf.random.normal([2, 11, 9, 8])
+  module(x)
+  rng = np.random.default_rng(1)
+  for layer in (module.attention.squeeze, module.attention.excite):
+    layer.set_weights([rng.normal(0, 1, w.shape).astype(np.float32)
+                       for w in layer.get_weights()])
+  concat = np.concatenate([b.numpy() for b in module.branch_outputs(x)], -1)
+  kernel, bias = module.fuse.get_weights()
+  fused = concat @ kernel[0, 0] + bias
+  w1, b1 = module.attention.squeeze.get_weights()
+  w2, b2 = module.attention.excite.get_weights()
+  scale = _np_sigmoid(np.maximum(fused.mean((1, 2)) @ w1 + b1, 0) @ w2 + b2)
+  assert scale.std() > 0.05  # the attention is not a constant
+  y = fused * scale[:, None, None, :]
+  expected = np.maximum(
+      y + module.out_norm(module.out_conv(tf.constant(y))).numpy(), 0)
+  np.testing.assert_allclose(module(x).numpy(), expected, rtol=1e-4,
+                             atol=1e-4)
+
+
+def test_every_branch_reaches_the_output():
+  """Zeroing one branch's first conv changes the branch and the output."""
+  tf.random.set_seed(5)
+  module = msfem.MSFEM(num_filters=8, branches=4)
+  x = tf.random.normal([1, 13, 13, 8])
+  reference = module(x).numpy()
+  for convs in module.branch_convs:
+    kernel = convs[0].layers[0].kernel
+    saved = kernel.numpy()
+    kernel.assign(tf.zeros_like(kernel))
+    changed = np.abs(module(x).numpy() - reference).max()
+    kernel.assign(saved)
+    assert changed > 1e-3, (convs[0].name, changed)
+  np.testing.assert_array_equal(module(x).numpy(), reference)
 
 
 def test_bad_branch_count_is_rejected():

@@ -1,6 +1,5 @@
 """Tiny CoMask end to end: trained on 2 logical CPU replicas with SyncBN
-(every loss finite, all but the box terms falling, the collaborative head's
-own terms included), evaluated
+(every loss finite; the classification, RPN and total losses falling), evaluated
 (box and mask AP), exported and served; and every paper table row's
 switches."""
 
@@ -55,15 +54,13 @@ def test_tiny_comask_trains_on_two_replicas_evaluates_exports_and_serves(
   history = result['history']
   for name, values in history.items():
     assert len(values) == 3 and all(v == v for v in values), (name, values)
-  # The box terms (frcnn_box, collab_box) are left out: their RoIs' quality
-  # drifts as the proposals improve (the first positives are mostly the
-  # ground-truth boxes the sampler mixes in, jittered), so over 9 steps
-  # they need not fall (collab_box went 0.40 -> 0.42 -> 0.61 in one run;
-  # over 60 steps 0.41 -> 0.59 -> 0.54, frcnn_box 0.13 -> 0.55 -> 0.40).
-  # test_collaborative_head's fixed-RoI test shows all three head terms
-  # falling.
-  for name in ('collab_dense_loss', 'collab_coarse_mask_loss', 'mask_loss',
-               'frcnn_cls_loss', 'rpn_score_loss', 'total_loss'):
+  # The head's terms are left out (test_collaborative_head's fixed-RoI test
+  # shows both learning): collab_dense sums the cells the coarse mask
+  # counts, so it grows while the mask learns, and collab_coarse_mask moves
+  # from log 2 by ~5e-5 in 9 SGD steps (its logits conv starts at std
+  # 0.001: 0.693164 -> 0.693115 in one run). frcnn_box has weight 0 (the
+  # box head is classification-only).
+  for name in ('frcnn_cls_loss', 'rpn_score_loss', 'total_loss'):
     values = history[name]
     assert values[-1] < values[0], (name, values)
   assert 0.0 <= result['ap'] <= 1.0 and 0.0 <= result['mask_ap'] <= 1.0
@@ -95,9 +92,16 @@ def test_every_table_row_has_its_switches():
     head = model.roi_box_refiner
     assert head.type == 'collaborative', name
     assert head.collaborative.collaborative == collaborative, name
-    assert (head.collaborative.num_convs, head.collaborative.crop_size,
-            head.collaborative.mask_threshold, head.collaborative.jitter,
-            head.collaborative.box_weight) == (9, 14, 0.5, 0.15, 2.0), name
+    part = head.collaborative
+    assert (part.num_convs, part.crop_size, part.mask_threshold, part.jitter,
+            part.max_rois_per_image, part.final_masks, part.dense_box_weight,
+            part.coarse_mask_weight) == (9, 14, 0.5, 0.15, 96, True, 2.0,
+                                         1.0), name
+    # The public config's 2fc head: classification only, class weight 2.
+    assert model.detection_head.type == 'fc_classification', name
+    assert (model.losses.frcnn_class_weight,
+            model.losses.frcnn_box_weight) == (2.0, 0.0), name
+    assert not model.mask_head_enabled(), name
     assert model.backbone.resnext.model_id == depth, name
     assert config.schedule.epochs == epochs, name
     parser = config.train_data.parser

@@ -315,13 +315,15 @@ class CollaborativeHead(hyperparams.Config):
     num_convs: conv3x3 layers after the stride-2 conv (paper: 9).
     crop_size: RoIAlign side (14, halved to the 7x7 grid).
     sample_offset: RoIAlign sub-pixel sample offset.
-    collaborative: Weight the cells' boxes by the coarse mask (False: the
-      Table 3 'w/o CL' ablation, a plain average).
+    collaborative: Weight the cells by the coarse mask, in the box and in
+      the dense loss (False: the Table 3 'w/o CL' ablation).
     mask_threshold: Cells with coarse-mask confidence above it count.
-    max_rois_per_image: Cap on the positive RoIs the head trains on.
+    max_rois_per_image: Cap on the positive RoIs the head trains on (a
+      random subset).
     jitter: Relative jitter of those RoIs (+-).
-    dense_box_weight: Weight of -log IoU on the cells inside the GT box.
-    box_weight: Weight of -log IoU on the weighted (refined) box.
+    final_masks: The head, re-run on the refined box, makes the final masks
+      (the paper); False: the model's mask head does, on the refined boxes.
+    dense_box_weight: Weight of the per-cell -log IoU.
     coarse_mask_weight: Weight of the coarse mask BCE.
   """
   num_filters: int = 256
@@ -332,15 +334,17 @@ class CollaborativeHead(hyperparams.Config):
   mask_threshold: float = 0.5
   max_rois_per_image: int = 96
   jitter: float = 0.15
+  final_masks: bool = True
   dense_box_weight: float = 2.0
-  box_weight: float = 2.0
   coarse_mask_weight: float = 1.0
 
 
 @dataclasses.dataclass
 class RoIBoxRefiner(hyperparams.OneOfConfig):
   """A part refining the box stage's boxes before the mask branch pools
-  them; `type` names a registered 'roi_box_refiner' (None: none)."""
+  them; `type` names a registered 'roi_box_refiner' (None: none). A part
+  whose config has `final_masks: true` makes `detection_masks` itself: the
+  model then has no mask head (`TwoStageModel.mask_head_enabled`)."""
   type: Optional[str] = None
   collaborative: CollaborativeHead = dataclasses.field(
       default_factory=CollaborativeHead)
@@ -387,6 +391,12 @@ class TwoStageModel(maskrcnn_cfg.MaskRCNN):
   roi_trunk: RoITrunk = dataclasses.field(default_factory=RoITrunk)
   roi_box_refiner: RoIBoxRefiner = dataclasses.field(
       default_factory=RoIBoxRefiner)
+
+  def mask_head_enabled(self) -> bool:
+    """The model builds a mask head (and trains the `mask` term): masks are
+    on and no roi_box_refiner makes the final masks itself."""
+    refiner = self.roi_box_refiner.get() if self.roi_box_refiner.type else None
+    return self.include_mask and not getattr(refiner, 'final_masks', False)
 
   def check_levels(self, prefix: str) -> None:
     """Raises ValueError naming a part that reads a level the pyramid lacks.

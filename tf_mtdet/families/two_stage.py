@@ -57,7 +57,7 @@ class TwoStageFamily(base.Family):
         cfg.losses, num_stages=1 + len(cfg.roi_sampler.cascade_iou_thresholds
                                        or []),
         class_agnostic_bbox_pred=cfg.detection_head.class_agnostic_bbox_pred,
-        include_mask=cfg.include_mask)
+        include_mask=cfg.mask_head_enabled())
     for part in cfg.dense_aux_heads:
       terms += registry.losses('dense_aux_head', part.type, part.get(), cfg)
     if cfg.roi_box_refiner.type:

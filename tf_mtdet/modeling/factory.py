@@ -33,6 +33,7 @@ from tf_mtdet.modeling.heads import joint_head
 from tf_mtdet.modeling.heads import norm_free
 from tf_mtdet.modeling.heads import pcm_head  # noqa: F401  # registers
 from tf_mtdet.modeling.heads import semantic_head  # noqa: F401  # registers
+from tf_mtdet.modeling.heads import classification_head  # noqa: F401
 from tf_mtdet.modeling.heads import collaborative_head  # noqa: F401
 from tf_mtdet.modeling.heads import distance_transform_head  # noqa: F401
 from tf_mtdet.modeling.heads import res5_head  # noqa: F401  # registers
@@ -107,7 +108,7 @@ def build_two_stage_model(config: two_stage_config.TwoStageModel,
   mask_pooler = (registry.build('mask_roi_pooler',
                                 config.mask_roi_aligner.type, config,
                                 regularizer)
-                 if config.include_mask else None)
+                 if config.mask_head_enabled() else None)
   if ej.boundary_refinement != 'none':
     # One block shared by both branches: EJ-Head's joint RoI pathway.
     refinement = registry.build('roi_refinement', 'boundary_refinement',
@@ -127,7 +128,7 @@ def build_two_stage_model(config: two_stage_config.TwoStageModel,
       mask_pooler = (roi_pooler if config.roi_trunk.share_pooler else
                      joint_head.RefinedRoIPooler(mask_pooler, trunk))
   mask_parts = {}
-  if config.include_mask:
+  if config.mask_head_enabled():
     mask_parts = dict(
         mask_head=registry.build('mask_head', config.mask_head.type, config,
                                  regularizer),

@@ -13,7 +13,9 @@ call path so that what the papers add travels as arguments, never as state:
   * the RPN proposals at inference (`proposal_boxes`, for recall evaluation);
   * a RoI box refiner (CoMask's collaborative head) between the box stage
     and the mask branch: it adds its loss inputs and hands the mask branch
-    its refined boxes (training), or refines `detection_boxes` (inference).
+    its refined boxes (training), or refines `detection_boxes` (inference);
+    one that makes the final masks itself sets `detection_masks`, and the
+    model is built without a mask head.
 
 Nothing computed in a call is kept on `self`: under MirroredStrategy the
 replica threads interleave at every SyncBN merge point, so a stash would be

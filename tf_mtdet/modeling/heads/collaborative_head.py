@@ -1,5 +1,6 @@
 """CoMask's collaborative head (Chen et al., Sec. 3.2): dense box offsets
-weighted by a coarse mask refine the box the final mask is pooled from.
+weighted by a coarse mask refine the box, and the same head's mask branch,
+re-run on the refined box, gives the final mask.
 
 Per RoI: RoIAlign 14x14 -> conv3x3 stride 2 (7x7) -> `num_convs` conv3x3 (GN,
 ReLU), then
@@ -24,11 +25,16 @@ origin), and the RoI is the best estimate the head has. 'w/o CL' (Table 3,
 equal weight over the cells whose centres lie inside the coarse box (the
 plain mean of all 49 cells' boxes); all 49 if none does.
 
-The refined box is pooled again by the model's mask branch (the final mask).
-Training (`CollaborativeRefiner`): the sampled positives, at most
-`max_rois_per_image`, jittered by up to +-`jitter` of their size, are what
-the head sees; it owns its targets (dense offsets from cells inside the
-ground-truth box, the coarse mask crop) and its losses (`collaborative_terms`).
+Inference (`CollaborativeRefiner`, public `SID.simple_test`): the head runs on
+the detections, their boxes become the refined ones, and the head runs again
+on the refined boxes: its coarse mask is the final mask (`final_masks`; off,
+the model's own mask head pools the refined boxes instead). Training: a
+random subset of the sampled positives, at most `max_rois_per_image` per
+image, jittered by up to +-`jitter` of their size, is what the head sees; it
+owns its losses (`collaborative_terms`, public `SID.forward_train`): -log IoU
+of every cell's box against the ground-truth box, each cell weighted by its
+thresholded M_s (0 at or below the threshold), and the coarse mask's BCE;
+no loss on the weighted box.
 """
 
 from typing import Any, Mapping, Optional
@@ -107,7 +113,7 @@ def dense_offset_targets(rois: tf.Tensor, gt_boxes: tf.Tensor,
       centre to the ground-truth edges, divided by the RoI's width (l, r)
       or height (t, b).
     inside: [B, K, G, G] float, 1 where the cell centre lies strictly inside
-      the ground-truth box (only those cells are regressed).
+      the ground-truth box (the cells 'w/o CL' trains).
   """
   centres = cell_centres(rois, grid)
   cy, cx = centres[..., 0], centres[..., 1]
@@ -117,6 +123,11 @@ def dense_offset_targets(rois: tf.Tensor, gt_boxes: tf.Tensor,
                       (g[..., 3] - cx) / w, (g[..., 2] - cy) / h], axis=-1)
   inside = tf.cast(tf.reduce_all(targets > 0.0, axis=-1), rois.dtype)
   return targets, inside
+
+
+def thresholded(weights: tf.Tensor, threshold: float) -> tf.Tensor:
+  """M_s where M_s > threshold, else 0 (the cells Eqns. 8-9 count)."""
+  return weights * tf.cast(weights > threshold, weights.dtype)
 
 
 def weighted_box(rois: tf.Tensor, boxes: tf.Tensor, weights: tf.Tensor,
@@ -136,7 +147,7 @@ def weighted_box(rois: tf.Tensor, boxes: tf.Tensor, weights: tf.Tensor,
     [B, K, 4]; a RoI with no counted cell keeps its own box.
   """
   if collaborative:
-    weights = weights * tf.cast(weights > threshold, weights.dtype)
+    weights = thresholded(weights, threshold)
   else:
     coarse = tf.reduce_mean(boxes, axis=[2, 3])
     centres = cell_centres(rois, boxes.shape[2])
@@ -166,23 +177,6 @@ def box_iou(boxes: tf.Tensor, gt_boxes: tf.Tensor) -> tf.Tensor:
   return inter / tf.maximum(union, 1e-8)
 
 
-def iou_loss(boxes: tf.Tensor, gt_boxes: tf.Tensor, weights: tf.Tensor,
-             min_iou: float = 1e-6) -> tf.Tensor:
-  """Mean of -log(IoU + min_iou) over the entries with weight 1 (0 if there
-  are none).
-
-  Args:
-    boxes: [..., 4] predicted boxes.
-    gt_boxes: [..., 4] target boxes.
-    weights: [...] 0/1 which pairs count.
-    min_iou: Added to the IoU, so disjoint boxes give a finite loss (and a
-      gradient wherever the IoU has one, unlike a floor).
-  """
-  loss = -tf.math.log(box_iou(boxes, gt_boxes) + min_iou)
-  return tf.reduce_sum(loss * weights) / tf.maximum(
-      tf.reduce_sum(weights), 1.0)
-
-
 def jitter_boxes(boxes: tf.Tensor, amplitude: float,
                  image_shape: tf.Tensor) -> tf.Tensor:
   """Shifts the centre by up to +-amplitude of the size and scales each side
@@ -208,7 +202,8 @@ def jitter_boxes(boxes: tf.Tensor, amplitude: float,
 
 def sample_positives(matches: Mapping[str, tf.Tensor], k: int
                      ) -> dict[str, tf.Tensor]:
-  """Up to `k` positive RoIs per image of the box stage's sampled RoIs.
+  """A random subset of at most `k` positive RoIs per image of the box
+  stage's sampled RoIs (the public code's randperm).
 
   Args:
     matches: `rois` [B, N, 4], `matched_gt_boxes` [B, N, 4],
@@ -223,7 +218,10 @@ def sample_positives(matches: Mapping[str, tf.Tensor], k: int
   classes = matches['matched_gt_classes']
   k = min(k, int(classes.shape[1]))
   positive = tf.cast(classes > 0, tf.int32)
-  _, picked = tf.nn.top_k(positive, k=k)  # positives first
+  # Positives score in [1, 2), negatives in [0, 1): positives first, in a
+  # random order, so the cap keeps a random subset.
+  score = tf.cast(positive, tf.float32) + tf.random.uniform(tf.shape(classes))
+  _, picked = tf.nn.top_k(score, k=k)
   gather = lambda t: tf.gather(t, picked, batch_dims=1)
   valid = tf.cast(gather(positive), tf.float32)
   return {'rois': gather(matches['rois']),
@@ -352,19 +350,22 @@ class CollaborativeRefiner(tf_keras.layers.Layer):
   """The 'roi_box_refiner' part: the collaborative head in the model's path.
 
   Called between the box stage and the mask branch (see `TwoStageModel`):
-  training runs the head on capped, jittered positives, returns its loss
-  inputs as `collaborative/<key>` outputs, and hands the mask branch the
-  refined boxes with their ground-truth matches; inference replaces the
-  first `num_detections` `detection_boxes` by the refined ones (the
-  unrefined stay in `unrefined_detection_boxes`).
+  training runs the head on a random subset of jittered positives and
+  returns its loss inputs as `collaborative/<key>` outputs; inference
+  replaces the first `num_detections` `detection_boxes` by the refined ones
+  (the unrefined stay in `unrefined_detection_boxes`) and, with
+  `final_masks`, runs the head again on them for `detection_masks`.
+  Without `final_masks` the model's mask head makes the masks: it trains on
+  the refined boxes (matched to the positives' ground truth) and pools the
+  refined detections.
   """
 
   def __init__(self, head: CollaborativeHead, max_rois_per_image: int = 96,
-               jitter: float = 0.15, **kwargs):
+               jitter: float = 0.15, final_masks: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.head = head
     self._config_dict = dict(head=head, max_rois_per_image=max_rois_per_image,
-                             jitter=jitter)
+                             jitter=jitter, final_masks=final_masks)
 
   def call(self, features: Mapping[str, tf.Tensor],
            outputs: Mapping[str, Any], matches: Mapping[str, tf.Tensor],
@@ -387,10 +388,10 @@ class CollaborativeRefiner(tf_keras.layers.Layer):
       (outputs, matches) for the mask branch.
     """
     outputs, clip = dict(outputs), image_shape[:, tf.newaxis, :]
+    cfg = self._config_dict
     # Keras traces call(training=True) without ground truth when the model
     # is saved (SavedModel export): that is inference.
     if training and 'matched_gt_classes' in matches and gt_masks is not None:
-      cfg = self._config_dict
       picked = sample_positives(matches, cfg['max_rois_per_image'])
       rois = tf.stop_gradient(jitter_boxes(picked['rois'], cfg['jitter'],
                                            image_shape))
@@ -401,12 +402,13 @@ class CollaborativeRefiner(tf_keras.layers.Layer):
       outputs.update({f'collaborative/{key}': value for key, value in (
           ('rois', rois), ('gt_boxes', picked['gt_boxes']),
           ('valid', picked['valid']), ('offsets', head['offsets']),
-          ('refined_boxes', head['refined_boxes']),
+          ('cell_weights', head['cell_weights']),
           ('coarse_mask_logits', head['coarse_mask_logits']),
           ('coarse_mask_targets', tf.stop_gradient(coarse_targets)))})
-      # The mask branch trains on the refined boxes (the paper's re-pooling);
-      # the box stage's RoIs follow as negatives so its sampler can always
-      # draw its fixed number of RoIs.
+      if cfg['final_masks']:
+        return outputs, matches
+      # The mask head trains on the refined boxes; the box stage's RoIs
+      # follow as negatives so its sampler can always draw its fixed count.
       refined = tf.stop_gradient(box_ops.clip_boxes(head['refined_boxes'],
                                                     clip))
       negative = tf.zeros_like(matches['matched_gt_classes'])
@@ -421,8 +423,8 @@ class CollaborativeRefiner(tf_keras.layers.Layer):
       return outputs, matches
     if 'detection_boxes' not in outputs:  # no NMS: nothing to refine
       return outputs, matches
-    boxes = outputs['detection_boxes']
-    head = self.head(features, boxes, outputs['detection_classes'])
+    boxes, classes = outputs['detection_boxes'], outputs['detection_classes']
+    head = self.head(features, boxes, classes)
     refined = box_ops.clip_boxes(head['refined_boxes'], clip)
     count = tf.shape(boxes)[1]
     kept = (tf.range(count)[tf.newaxis, :] <
@@ -430,6 +432,9 @@ class CollaborativeRefiner(tf_keras.layers.Layer):
     outputs['unrefined_detection_boxes'] = boxes
     outputs['detection_boxes'] = tf.where(kept[..., tf.newaxis], refined,
                                           boxes)
+    if cfg['final_masks']:
+      final = self.head(features, outputs['detection_boxes'], classes)
+      outputs['detection_masks'] = tf.sigmoid(final['coarse_mask_logits'])
     return outputs, matches
 
   def get_config(self) -> Mapping[str, Any]:
@@ -453,55 +458,53 @@ def coarse_mask_loss(logits: tf.Tensor, targets: tf.Tensor,
   return tf.reduce_sum(per_roi * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
 
 
-def offset_iou(offsets: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-  """IoU of two boxes around the same point from their (l, t, r, b) distances
-  (FCOS's form; the RoI's width and height scale both areas alike and cancel).
+def dense_box_loss(rois: tf.Tensor, gt_boxes: tf.Tensor, offsets: tf.Tensor,
+                   cell_weights: tf.Tensor, valid: tf.Tensor,
+                   threshold: float = 0.5, collaborative: bool = True,
+                   min_iou: float = 1e-6) -> tf.Tensor:
+  """Per-cell -log IoU of each cell's box against the ground-truth box.
 
-  Args:
-    offsets: [..., 4] predicted (l, t, r, b), non-negative.
-    targets: [..., 4] target (l*, t*, r*, b*), positive where it counts.
-  """
-  l, t, r, b = tf.unstack(offsets, axis=-1)
-  gl, gt, gr, gb = tf.unstack(targets, axis=-1)
-  inter = ((tf.minimum(l, gl) + tf.minimum(r, gr)) *
-           (tf.minimum(t, gt) + tf.minimum(b, gb)))
-  union = (l + r) * (t + b) + (gl + gr) * (gt + gb) - inter
-  return inter / tf.maximum(union, 1e-8)
-
-
-def dense_offset_loss(rois: tf.Tensor, gt_boxes: tf.Tensor,
-                      offsets: tf.Tensor, valid: tf.Tensor,
-                      min_iou: float = 1e-6) -> tf.Tensor:
-  """Mean -log IoU of the cells' offsets against their targets, over the
-  valid RoIs' cells inside their ground-truth box.
+  Each cell is weighted by its thresholded coarse-mask confidence (the
+  public code's weight, gradient included); 'w/o CL' weighs the cells whose
+  centre lies inside the ground-truth box by 1 (FCOS's positives). The sum
+  is divided by the valid RoIs' cell count (mmdetection's 'mean' of an
+  elementwise-weighted loss).
 
   Args:
     rois: [B, K, 4] the RoIs the head saw.
     gt_boxes: [B, K, 4] their ground-truth boxes.
     offsets: [B, K, G, G, 4] predicted (l, t, r, b).
+    cell_weights: [B, K, G, G] M_s of the ground-truth class.
     valid: [B, K] 1 for positive RoIs.
+    threshold: Cells with M_s at or below it weigh 0.
+    collaborative: False: 'w/o CL' weights.
     min_iou: Added to the IoU (a finite loss for disjoint boxes).
   """
-  targets, inside = dense_offset_targets(rois, gt_boxes, offsets.shape[2])
-  weights = inside * valid[..., tf.newaxis, tf.newaxis]
-  loss = -tf.math.log(offset_iou(offsets, targets) + min_iou)
-  return tf.reduce_sum(loss * weights) / tf.maximum(tf.reduce_sum(weights),
-                                                    1.0)
+  boxes = cell_boxes(rois, offsets)
+  target = tf.broadcast_to(gt_boxes[:, :, tf.newaxis, tf.newaxis, :],
+                           tf.shape(boxes))
+  if collaborative:
+    weights = thresholded(cell_weights, threshold)
+  else:
+    _, weights = dense_offset_targets(rois, gt_boxes, offsets.shape[2])
+  weights = weights * valid[..., tf.newaxis, tf.newaxis]
+  loss = -tf.math.log(box_iou(boxes, target) + min_iou)
+  cells = float(offsets.shape[2] * offsets.shape[3])
+  return tf.reduce_sum(loss * weights) / tf.maximum(
+      cells * tf.reduce_sum(valid), 1.0)
 
 
 def collaborative_terms(part, model_cfg) -> list[registry.LossTerm]:
-  """The head's loss terms: dense offsets, the weighted box, the coarse mask."""
+  """The head's loss terms: the dense boxes and the coarse mask."""
   del model_cfg
   get = lambda outputs, key: outputs[f'collaborative/{key}']
   return [
       registry.LossTerm(
           'collab_dense', part.dense_box_weight,
-          lambda o, l: dense_offset_loss(get(o, 'rois'), get(o, 'gt_boxes'),
-                                         get(o, 'offsets'), get(o, 'valid'))),
-      registry.LossTerm(
-          'collab_box', part.box_weight,
-          lambda o, l: iou_loss(get(o, 'refined_boxes'), get(o, 'gt_boxes'),
-                                get(o, 'valid'))),
+          lambda o, l: dense_box_loss(
+              get(o, 'rois'), get(o, 'gt_boxes'), get(o, 'offsets'),
+              get(o, 'cell_weights'), get(o, 'valid'), part.mask_threshold,
+              part.collaborative)),
       registry.LossTerm(
           'collab_coarse_mask', part.coarse_mask_weight,
           lambda o, l: coarse_mask_loss(get(o, 'coarse_mask_logits'),
@@ -531,4 +534,5 @@ def build_collaborative_refiner(part, model_cfg, l2_regularizer=None
       mask_threshold=part.mask_threshold, kernel_regularizer=l2_regularizer,
       name='collaborative_head')
   return CollaborativeRefiner(head, max_rois_per_image=part.max_rois_per_image,
-                              jitter=part.jitter, name='roi_box_refiner')
+                              jitter=part.jitter, final_masks=part.final_masks,
+                              name='roi_box_refiner')
