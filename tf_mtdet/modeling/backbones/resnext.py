@@ -37,6 +37,8 @@ from official.modeling import hyperparams
 from official.modeling import tf_utils
 from official.vision.modeling.backbones import factory
 
+from tf_mtdet.modeling import layer_config
+
 # Blocks per stage. 14 and 26 are the small bottleneck ResNets of Model
 # Garden's table (tests and tiny configs).
 DEPTHS = {14: [1, 1, 1, 1], 26: [2, 2, 2, 2], 50: [3, 4, 6, 3],
@@ -96,22 +98,6 @@ def _conv(filters: int, size: int, strides: int, padding: str, name: str,
       kernel_regularizer=kernel_regularizer, name=name)
 
 
-def _serialize_regularizer(config: dict) -> dict:
-  config = dict(config)
-  if config.get('kernel_regularizer'):
-    config['kernel_regularizer'] = tf_keras.regularizers.serialize(
-        config['kernel_regularizer'])
-  return config
-
-
-def _deserialize_regularizer(config: Mapping[str, Any]) -> dict:
-  config = dict(config)
-  if config.get('kernel_regularizer'):
-    config['kernel_regularizer'] = tf_keras.regularizers.deserialize(
-        config['kernel_regularizer'])
-  return config
-
-
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
 class ResNeXtStem(tf_keras.layers.Layer):
   """7x7 stride-2 conv, BN, activation, 3x3 stride-2 max-pool:
@@ -146,11 +132,12 @@ class ResNeXtStem(tf_keras.layers.Layer):
     return self._pool(_symmetric_pad(x, 3, 2, padding, value=float('-inf')))
 
   def get_config(self) -> Mapping[str, Any]:
-    return {**super().get_config(), **_serialize_regularizer(self._config_dict)}
+    return {**super().get_config(),
+            **layer_config.serialize_regularizer(self._config_dict)}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
-    return cls(**_deserialize_regularizer(config))
+    return cls(**layer_config.deserialize_regularizer(config))
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
@@ -203,11 +190,12 @@ class ResNeXtBlock(tf_keras.layers.Layer):
     return self._activation(x + shortcut)
 
   def get_config(self) -> Mapping[str, Any]:
-    return {**super().get_config(), **_serialize_regularizer(self._config_dict)}
+    return {**super().get_config(),
+            **layer_config.serialize_regularizer(self._config_dict)}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
-    return cls(**_deserialize_regularizer(config))
+    return cls(**layer_config.deserialize_regularizer(config))
 
 
 def stage_width(stage: int, cardinality: int, width_per_group: int,

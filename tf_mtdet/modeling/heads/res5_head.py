@@ -27,24 +27,9 @@ import tf_keras
 from official.modeling import tf_utils
 
 from tf_mtdet.config import two_stage as two_stage_config
+from tf_mtdet.modeling import layer_config
 from tf_mtdet.modeling import registry
 from tf_mtdet.modeling.backbones import resnext
-
-
-def _serialize(config: dict) -> dict:
-  config = dict(config)
-  if config.get('kernel_regularizer'):
-    config['kernel_regularizer'] = tf_keras.regularizers.serialize(
-        config['kernel_regularizer'])
-  return config
-
-
-def _deserialize(config: Mapping[str, Any]) -> dict:
-  config = dict(config)
-  if config.get('kernel_regularizer'):
-    config['kernel_regularizer'] = tf_keras.regularizers.deserialize(
-        config['kernel_regularizer'])
-  return config
 
 
 def _merge_rois(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -99,11 +84,12 @@ class RoIRes5(tf_keras.layers.Layer):
     return tf.reshape(x, tf.concat([leading, tf.shape(x)[1:]], 0))
 
   def get_config(self) -> Mapping[str, Any]:
-    return {**super().get_config(), **_serialize(self._config_dict)}
+    return {**super().get_config(),
+            **layer_config.serialize_regularizer(self._config_dict)}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
-    return cls(**_deserialize(config))
+    return cls(**layer_config.deserialize_regularizer(config))
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
@@ -135,11 +121,12 @@ class PooledBoxPredictor(tf_keras.layers.Layer):
     return self._classifier(pooled), self._box_regressor(pooled)
 
   def get_config(self) -> Mapping[str, Any]:
-    return {**super().get_config(), **_serialize(self._config_dict)}
+    return {**super().get_config(),
+            **layer_config.serialize_regularizer(self._config_dict)}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
-    return cls(**_deserialize(config))
+    return cls(**layer_config.deserialize_regularizer(config))
 
 
 @tf_keras.utils.register_keras_serializable(package='tf_mtdet')
@@ -216,11 +203,12 @@ class DeconvMaskHead(tf_keras.layers.Layer):
                      batch_dims=2)
 
   def get_config(self) -> Mapping[str, Any]:
-    return {**super().get_config(), **_serialize(self._config_dict)}
+    return {**super().get_config(),
+            **layer_config.serialize_regularizer(self._config_dict)}
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
-    return cls(**_deserialize(config))
+    return cls(**layer_config.deserialize_regularizer(config))
 
 
 def _res5(config: two_stage_config.TwoStageModel, l2_regularizer,
